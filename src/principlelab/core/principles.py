@@ -1,0 +1,189 @@
+"""The five principle interfaces: Connectivity, LearningRule, Trigger, GrowthRule, Composition.
+
+Each is a small ABC with one to three abstract methods and no-op lifecycle hooks (the shape of
+Optuna's ``BaseSampler``/``BasePruner``). A principle class has a registry key ``name`` and a nested
+pydantic ``Config`` whose fields carry defaults, bounds (``ge``/``le``/``gt``/``lt``) and search hints
+(``json_schema_extra={"search": {"low": .., "high": .., "log": ..}}`` or ``{"choices": [...]}``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from principlelab.errors import ConfigError, format_validation_error
+
+if TYPE_CHECKING:
+    from principlelab.core.events import GrowthEvent
+    from principlelab.core.network import Network, ParamRemap
+    from principlelab.core.recipe import NetworkSpec
+    from principlelab.core.signals import Signals
+
+
+class PrincipleConfig(BaseModel):
+    """Base of every principle's ``Config``: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Principle(ABC):
+    """Common base: a registry ``name``, a ``slot``, a validated ``config``.
+
+    ``incompatible_with`` maps a slot to principle names this one cannot run with; the registry
+    rejects such recipes before any training (and the search space never samples them twice).
+    """
+
+    name: ClassVar[str]
+    slot: ClassVar[str]
+    incompatible_with: ClassVar[dict[str, frozenset[str]]] = {}
+    Config: ClassVar[type[PrincipleConfig]] = PrincipleConfig
+
+    def __init__(self, config: PrincipleConfig | dict[str, Any] | None = None, **overrides: Any) -> None:
+        self.config = self.validate_config({**(dict(config) if config else {}), **overrides})
+
+    @classmethod
+    def validate_config(cls, values: dict[str, Any] | PrincipleConfig) -> Any:
+        """The class's ``Config`` from a dict; a bad field raises a one-line :class:`ConfigError`."""
+        if isinstance(values, cls.Config):
+            return values
+        try:
+            return cls.Config(**dict(values))
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(f"{cls.slot}.{cls.name}", exc)) from None
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
+        return f"{type(self).__name__}({fields})"
+
+
+class Connectivity(Principle):
+    """Decides the initial wiring (weights and masks) and, optionally, rewires each epoch."""
+
+    slot: ClassVar[str] = "connectivity"
+
+    @abstractmethod
+    def build(self, spec: NetworkSpec, *, in_features: int, num_classes: int,
+              width_cap: int | None, generator: torch.Generator) -> Network:
+        """A new :class:`Network` with widths ``[in_features, *spec.hidden (capped), num_classes]``."""
+
+    def rewire(self, net: Network, *, epoch: int, generator: torch.Generator) -> list[GrowthEvent]:
+        """Called at the end of every epoch; return the events of any rewiring (default: none)."""
+        return []
+
+
+class LearningRule(Principle):
+    """Decides how weights change each step and how a prediction is read out."""
+
+    slot: ClassVar[str] = "learning"
+
+    @abstractmethod
+    def setup(self, net: Network, composition: Composition) -> None:
+        """Create optimizer state for ``net`` and ``composition`` parameters."""
+
+    @abstractmethod
+    def step(self, net: Network, composition: Composition, x: torch.Tensor, y: torch.Tensor,
+             signals: Signals) -> torch.Tensor:
+        """One update on a batch ``x`` [B, in_features], ``y`` [B] (int64 class ids).
+
+        Returns the batch loss as a detached 0-dim tensor (never ``.item()``: no host sync). A rule
+        that reads gradients calls ``signals.record_grad_norms(net)`` when ``signals.wants_grad_norms``.
+        """
+
+    def predict(self, net: Network, composition: Composition, x: torch.Tensor) -> torch.Tensor:
+        """Class scores [B, num_classes] for ``x`` [B, in_features]; default: the composition."""
+        return composition.forward(net, x)
+
+    def evaluate(self, net: Network, composition: Composition, x: torch.Tensor,
+                 y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, predicted classes)`` on held-out ``x`` [B, in], ``y`` [B]: 0-dim and [B] int64.
+
+        Default: the composition's loss of :meth:`predict`'s scores and their argmax. Called
+        under ``torch.no_grad``.
+        """
+        scores = self.predict(net, composition, x)
+        return composition.loss(scores, y), scores.argmax(1)
+
+    def macs_per_sample(self, net: Network, composition: Composition) -> int:
+        """Training multiply-accumulates per sample: forward plus backward (about 2x forward)."""
+        return 3 * (net.forward_macs() + composition.forward_macs(net))
+
+    def on_growth(self, net: Network, composition: Composition, remap: ParamRemap) -> None:
+        """The network changed shape: carry optimizer state of existing weights over (see remap)."""
+
+
+@dataclass(frozen=True)
+class Firing:
+    """A trigger's decision to grow now, with a human-readable reason."""
+
+    reason: str
+
+
+class Trigger(Principle):
+    """Decides when to grow. Declares the signals it reads so the trainer computes only those."""
+
+    slot: ClassVar[str] = "trigger"
+    required_signals: ClassVar[frozenset[str]] = frozenset()
+
+    @abstractmethod
+    def on_step(self, signals: Signals) -> Firing | None:
+        """Called after every step; return a :class:`Firing` to grow now."""
+
+    def on_epoch_end(self, signals: Signals) -> Firing | None:
+        """Called after every epoch's evaluation; return a :class:`Firing` to grow now."""
+        return None
+
+    def on_growth(self, events: list[GrowthEvent], signals: Signals) -> None:
+        """The growth this trigger caused happened (``events`` may be empty if nothing grew)."""
+
+
+class GrowthRule(Principle):
+    """Decides where to grow and what to add, through the network's shared growth operations."""
+
+    slot: ClassVar[str] = "growth"
+    required_signals: ClassVar[frozenset[str]] = frozenset()
+
+    @abstractmethod
+    def grow(self, net: Network, signals: Signals, generator: torch.Generator) -> list[GrowthEvent]:
+        """Apply growth operations to ``net``; return their events (empty: nothing grew)."""
+
+
+class Composition(Principle):
+    """Decides how the network's parts combine into the output, and the training loss."""
+
+    slot: ClassVar[str] = "composition"
+
+    def build(self, net: Network, *, num_classes: int, generator: torch.Generator) -> None:
+        """Create any parameters of the composition itself (default: none)."""
+
+    def parameters(self) -> list[torch.Tensor]:
+        """Trainable tensors owned by the composition (default: none)."""
+        return []
+
+    @abstractmethod
+    def forward(self, net: Network, x: torch.Tensor) -> torch.Tensor:
+        """Class scores [B, num_classes] for input ``x`` [B, in_features]."""
+
+    def loss(self, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Training loss (0-dim) of ``scores`` [B, C] against ``y`` [B]; default cross-entropy."""
+        return torch.nn.functional.cross_entropy(scores, y)
+
+    def on_growth(self, net: Network, remap: ParamRemap) -> None:
+        """The network changed shape; resize the composition's own parameters if needed."""
+
+    def forward_macs(self, net: Network) -> int:
+        """Multiply-accumulates per sample of the composition's own parameters (default 0)."""
+        return 0
+
+
+PRINCIPLE_BASES: dict[str, type[Principle]] = {
+    "connectivity": Connectivity,
+    "learning": LearningRule,
+    "trigger": Trigger,
+    "growth": GrowthRule,
+    "composition": Composition,
+}
+"""The ABC of each slot."""

@@ -1,0 +1,225 @@
+"""The training loop: one recipe, trained and evaluated, with callbacks.
+
+Per step: ``LearningRule.step`` -> ``Signals.record_step`` -> ``Trigger.on_step`` -> on a firing,
+``GrowthRule.grow`` and the optimizer follows the new parameters. Per epoch: connectivity rewiring,
+``Trigger.on_epoch_end``, validation, an :class:`EpochReport` to every callback (progress, pruning,
+recording). The hot path does no host syncs: losses stay tensors until the epoch ends.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from principlelab.core.events import GrowthEvent
+from principlelab.core.principles import Composition, Firing, LearningRule, Principle
+from principlelab.core.recipe import Recipe
+from principlelab.core.signals import Signals
+from principlelab.core.tasks import TaskData, load_task
+from principlelab.errors import TrainingDiverged
+
+EVAL_CHUNK = 8192
+
+
+@dataclass
+class EpochReport:
+    """What one epoch produced; ``macs`` is the total compute spent so far (train + eval)."""
+
+    epoch: int
+    step: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    params: int
+    macs: int
+    samples_seen: int
+    wall_s: float
+    widths: list[int]
+    events: list[GrowthEvent] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    """The outcome of one run: metrics, size, compute, time, growth events and the recipe."""
+
+    recipe: Recipe
+    test_accuracy: float
+    test_loss: float
+    val_accuracy: float
+    val_loss: float
+    params: int
+    macs: int
+    forward_macs: int
+    samples_seen: int
+    wall_s: float
+    widths: list[int]
+    growth_events: list[GrowthEvent]
+    epochs: list[EpochReport]
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; growth events as dicts, the recipe resolved in full."""
+        data = {k: v for k, v in asdict(self).items() if k not in ("recipe", "growth_events", "epochs")}
+        data["growth_events"] = [e.to_dict() for e in self.growth_events]
+        data["epochs"] = [{**{k: v for k, v in asdict(r).items() if k != "events"},
+                           "events": len(r.events)} for r in self.epochs]
+        data["recipe"] = self.recipe.model_dump(mode="json")
+        return data
+
+
+class Callback:
+    """Observer of a run; every method is optional. Raise to stop (e.g. ``optuna.TrialPruned``)."""
+
+    def on_train_start(self, recipe: Recipe, task: TaskData, total_steps: int) -> None: ...
+    def on_step(self, step: int) -> None: ...
+    def on_growth(self, events: list[GrowthEvent]) -> None: ...
+    def on_epoch_end(self, report: EpochReport) -> None: ...
+    def on_train_end(self, result: RunResult) -> None: ...
+
+
+def evaluate(learning: LearningRule, net: Any, composition: Composition, x: torch.Tensor,
+             y: torch.Tensor) -> tuple[float, float]:
+    """``(mean loss, accuracy)`` over ``x`` [N, in], ``y`` [N] in chunks, without autograd."""
+    kept = net.hidden  # keep the training batch's activations for the activation statistics
+    total_loss = torch.zeros(())
+    correct = torch.zeros((), dtype=torch.long)
+    with torch.no_grad():
+        for start in range(0, x.shape[0], EVAL_CHUNK):
+            xb, yb = x[start:start + EVAL_CHUNK], y[start:start + EVAL_CHUNK]
+            loss, predicted = learning.evaluate(net, composition, xb, yb)
+            total_loss += loss * xb.shape[0]
+            correct += (predicted == yb).sum()
+    net.hidden = kept
+    n = max(1, x.shape[0])
+    return float(total_loss) / n, int(correct) / n
+
+
+class Trainer:
+    """Trains one recipe with already-instantiated principles (see :func:`train`)."""
+
+    def __init__(self, recipe: Recipe, principles: dict[str, Principle], task: TaskData,
+                 callbacks: list[Callback] | None = None) -> None:
+        self.recipe = recipe
+        self.p = principles
+        self.task = task
+        self.callbacks = list(callbacks or [])
+        seed = recipe.seed
+        torch.manual_seed(seed)
+        self.init_generator = torch.Generator().manual_seed(seed)
+        self.data_generator = torch.Generator().manual_seed(seed + 1)
+        self.growth_generator = torch.Generator().manual_seed(seed + 2)
+        self.net = principles["connectivity"].build(  # type: ignore[attr-defined]
+            recipe.network, in_features=task.in_features, num_classes=task.num_classes,
+            width_cap=recipe.fidelity.width_cap, generator=self.init_generator)
+        self.composition: Composition = principles["composition"]  # type: ignore[assignment]
+        self.learning: LearningRule = principles["learning"]  # type: ignore[assignment]
+        self.composition.build(self.net, num_classes=task.num_classes, generator=self.init_generator)
+        self.learning.setup(self.net, self.composition)
+        required = principles["trigger"].required_signals | principles["growth"].required_signals  # type: ignore
+        self.signals = Signals(self.net, frozenset(required))
+        self.events: list[GrowthEvent] = []
+        self._awaiting_loss_after: list[GrowthEvent] = []
+
+    def _grow(self, firing: Firing, epoch: int) -> list[GrowthEvent]:
+        growth = self.p["growth"]
+        events = growth.grow(self.net, self.signals, self.growth_generator)  # type: ignore[attr-defined]
+        before = self.signals.val_losses[-1] if self.signals.val_losses else None
+        for event in events:
+            event.step, event.epoch, event.reason = self.signals.step, epoch, firing.reason
+            event.slot, event.principle, event.loss_before = "growth", growth.name, before
+        self._after_structure_change(events)
+        self.p["trigger"].on_growth(events, self.signals)  # type: ignore[attr-defined]
+        return events
+
+    def _after_structure_change(self, events: list[GrowthEvent]) -> None:
+        remap = self.net.pop_param_remap()
+        if remap:
+            self.composition.on_growth(self.net, remap)
+            self.learning.on_growth(self.net, self.composition, remap)
+        if events:
+            self.events.extend(events)
+            self._awaiting_loss_after.extend(events)
+            for callback in self.callbacks:
+                callback.on_growth(events)
+
+    def run(self) -> RunResult:
+        """Train for the fidelity's epochs; evaluate on validation each epoch, on test at the end."""
+        recipe, task, signals, net = self.recipe, self.task, self.signals, self.net
+        learning, composition, trigger = self.learning, self.composition, self.p["trigger"]
+        fidelity = recipe.fidelity
+        n_train, batch = task.x_train.shape[0], min(fidelity.batch_size, task.x_train.shape[0])
+        steps_per_epoch = math.ceil(n_train / batch)
+        for callback in self.callbacks:
+            callback.on_train_start(recipe, task, steps_per_epoch * fidelity.epochs)
+        started = time.perf_counter()
+        reports: list[EpochReport] = []
+        for epoch in range(fidelity.epochs):
+            signals.epoch = epoch
+            first_event = len(self.events)
+            order = torch.randperm(n_train, generator=self.data_generator)
+            xs, ys = task.x_train[order], task.y_train[order]  # one gather per epoch, then views
+            macs = learning.macs_per_sample(net, composition)
+            for start in range(0, n_train, batch):
+                xb, yb = xs[start:start + batch], ys[start:start + batch]
+                loss = learning.step(net, composition, xb, yb, signals)
+                signals.record_step(loss, xb.shape[0], xb.shape[0] * macs)
+                firing = trigger.on_step(signals)  # type: ignore[attr-defined]
+                if firing is not None:
+                    self._grow(firing, epoch)
+                    macs = learning.macs_per_sample(net, composition)
+            train_loss = signals.close_epoch()
+            if not math.isfinite(train_loss):
+                raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch}")
+            rewired = self.p["connectivity"].rewire(  # type: ignore[attr-defined]
+                net, epoch=epoch, generator=self.growth_generator)
+            for event in rewired:
+                event.step, event.epoch, event.slot = signals.step, epoch, "connectivity"
+                event.principle = self.p["connectivity"].name
+            self._after_structure_change(rewired)
+            val_loss, val_acc = evaluate(learning, net, composition, task.x_val, task.y_val)
+            signals.eval_macs += task.x_val.shape[0] * (net.forward_macs() + composition.forward_macs(net))
+            if not math.isfinite(val_loss):
+                raise TrainingDiverged(f"validation loss became {val_loss} in epoch {epoch}")
+            for event in self._awaiting_loss_after:
+                event.loss_after = val_loss
+            self._awaiting_loss_after = []
+            signals.val_losses.append(val_loss)
+            signals.val_accuracies.append(val_acc)
+            firing = trigger.on_epoch_end(signals)  # type: ignore[attr-defined]
+            if firing is not None and epoch < fidelity.epochs - 1:
+                self._grow(firing, epoch)
+            report = EpochReport(epoch, signals.step, train_loss, val_loss, val_acc, net.num_params(),
+                                 signals.total_macs, signals.samples_seen, time.perf_counter() - started,
+                                 list(net.widths), self.events[first_event:])
+            reports.append(report)
+            for callback in self.callbacks:
+                callback.on_epoch_end(report)
+        test_loss, test_acc = evaluate(learning, net, composition, task.x_test, task.y_test)
+        signals.eval_macs += task.x_test.shape[0] * (net.forward_macs() + composition.forward_macs(net))
+        last = reports[-1]
+        result = RunResult(
+            recipe=recipe, test_accuracy=test_acc, test_loss=test_loss, val_accuracy=last.val_accuracy,
+            val_loss=last.val_loss, params=net.num_params(), macs=signals.total_macs,
+            forward_macs=net.forward_macs() + composition.forward_macs(net), samples_seen=signals.samples_seen,
+            wall_s=time.perf_counter() - started, widths=list(net.widths), growth_events=self.events,
+            epochs=reports)
+        for callback in self.callbacks:
+            callback.on_train_end(result)
+        return result
+
+
+def train(recipe: Recipe, *, callbacks: list[Callback] | None = None, registry: Any = None,
+          task: TaskData | None = None) -> RunResult:
+    """Resolve ``recipe``'s principles through the registry, load its task, train, return the result."""
+    from principlelab.registry import get_registry
+
+    registry = registry or get_registry()
+    principles = registry.instantiate(recipe)
+    task = task or load_task(recipe.task, fidelity=recipe.fidelity, seed=recipe.seed)
+    result = Trainer(recipe, principles, task, callbacks).run()
+    result.versions = registry.versions_for(recipe)
+    return result

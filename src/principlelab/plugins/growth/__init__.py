@@ -1,0 +1,1 @@
+"""Built-in principles, registered exactly like third-party plugins."""
