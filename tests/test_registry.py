@@ -20,7 +20,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 import principlelab.registry
-from principlelab.core.principles import GrowthRule, PrincipleConfig, Trigger
+from principlelab.core.principles import GrowthRule, Trigger
 from principlelab.core.recipe import Recipe
 from principlelab.errors import ConfigError, PluginError, UnknownNameError
 from principlelab.registry import PluginSource, PluginWarning, Registry, get_plugin_manager, get_registry
@@ -185,7 +185,8 @@ def test_register_rejects_a_class_of_another_slot() -> None:
             return None
 
     reg = Registry()
-    with pytest.raises(PluginError, match=r"is a Trigger \(slot 'trigger'\) but was registered for slot 'growth'"):
+    wrong = r"is a Trigger \(slot 'trigger'\) but was registered for slot 'growth'"
+    with pytest.raises(PluginError, match=wrong):
         reg.add(T, PluginSource("pkg", "1", "m"), slot="growth")
     reg.add(T, PluginSource("pkg", "1", "m"))  # slot from the base class
     assert reg.get("trigger", "t") is T
@@ -198,12 +199,12 @@ def test_register_rejects_a_class_of_another_slot() -> None:
     ("class X(P.GrowthRule):\n    name = 'x'\n    Config = dict\n    def grow(self, n, s, g): return []\n",
      "pydantic BaseModel"),
     ("class X(P.GrowthRule):\n    name = 'x'\n", "is abstract; implement grow"),
-    ("class X(P.GrowthRule):\n    name = 'x'\n    class Config(P.PrincipleConfig):\n        k: int = Field(0, ge=1)\n"
-     "    def grow(self, n, s, g): return []\n", "defaults do not validate"),
+    ("class X(P.GrowthRule):\n    name = 'x'\n    class Config(P.PrincipleConfig):\n"
+     "        k: int = Field(0, ge=1)\n    def grow(self, n, s, g): return []\n", "defaults do not validate"),
 ])
 def test_add_validates_classes(body: str, error: str) -> None:
     namespace: dict[str, Any] = {}
-    exec(HEADER + body, namespace)  # noqa: S102 - small fixed test snippets
+    exec(HEADER + body, namespace)
     with pytest.raises(PluginError, match=error):
         Registry().add(namespace["X"], PluginSource("pkg", "1", "m"), slot="growth")
 
@@ -242,12 +243,13 @@ def test_duplicate_across_plugins_warns_naming_both_packages(
 
 BROKEN = {
     "import_error": ("import not_a_module_that_exists_xyz\n", r"import failed: ModuleNotFoundError"),
-    "raises_on_import": ("raise RuntimeError('boom at import')\n", r"import failed: RuntimeError: boom at import"),
-    "hook_raises": (HEADER + "@hookimpl\ndef register_triggers(register):\n    raise ValueError('bad hook')\n",
-                    r"register_triggers raised ValueError: bad hook"),
+    "raises_on_import": ("raise RuntimeError('boom at import')\n",
+                         r"import failed: RuntimeError: boom at import"),
+    "hook_raises": (HEADER + "@hookimpl\ndef register_triggers(register):\n    raise ValueError('bad')\n",
+                    r"register_triggers raised ValueError: bad"),
     "wrong_base": (HEADER + "class T(P.Trigger):\n    name = 'tt'\n    def on_step(self, s): return None\n"
                    "@hookimpl\ndef register_growth_rules(register):\n    register(T)\n",
-                   r"is a Trigger \(slot 'trigger'\) but was registered for slot 'growth'"),
+                   r"T is a Trigger \(slot 'trigger'\) but was registered for slot 'growth'"),
     "unknown_hook": (HEADER + "@hookimpl\ndef register_optimisers(register):\n    pass\n",
                      r"unknown hook\(s\) register_optimisers"),
     "bad_hook_args": (HEADER + "@hookimpl\ndef register_triggers(register, extra):\n    pass\n",
@@ -275,7 +277,8 @@ def test_broken_plugin_is_skipped_with_a_warning(kind: str, write_module: Callab
 
 
 def test_strict_mode_from_environment(write_module: Callable[[str, str], str],
-                                      entry_points: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+                                      entry_points: Callable[..., Any],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
     entry_points(("bad", write_module("bad", "raise ImportError('nope')\n"), "broken-pkg"))
     monkeypatch.setenv(manager_mod.ENV_STRICT, "1")
     with pytest.raises(PluginError, match="broken-pkg"):
@@ -340,7 +343,8 @@ def test_allowlist_loads_only_named_plugins(write_module: Callable[[str, str], s
     monkeypatch.setenv(manager_mod.ENV_ALLOWLIST, "alpha, gamma-pkg")
     assert get_registry(default_plugins=()).names("growth") == ["alpha_g", "gamma_g"]
     monkeypatch.setenv(manager_mod.ENV_ALLOWLIST, "alpha,delta")
-    with pytest.warns(PluginWarning, match=r"PRINCIPLELAB_PLUGINS names 'delta'.*installed: alpha, beta, gamma"):
+    missing = r"PRINCIPLELAB_PLUGINS names 'delta'.*installed: alpha, beta, gamma"
+    with pytest.warns(PluginWarning, match=missing):
         assert get_registry(default_plugins=()).names("growth") == ["alpha_g"]
 
 
@@ -356,7 +360,7 @@ def test_local_principles_file_is_loaded(tmp_path: Path, core: str) -> None:
 
 
 def test_broken_local_file_warns(tmp_path: Path) -> None:
-    (tmp_path / "principles.py").write_text("this is not python\n")
+    (tmp_path / "principles.py").write_text("def broken(:\n")
     with pytest.warns(PluginWarning, match=r"local:.*principles\.py .* skipped: import failed: SyntaxError"):
         get_registry(default_plugins=(), local_dir=tmp_path)
 
@@ -411,25 +415,25 @@ def test_incompatible_principles_are_rejected_naming_both(
     message = str(info.value)
     assert (f"'{names['growth']}'" in message) and (f"'{names['trigger']}'" in message)
     with pytest.raises(ConfigError, match="incompatible"):
-        reg.validate_recipe(Recipe(**names))
+        reg.validate_recipe(Recipe.model_validate(names))
     reg.check_compatible(RECIPE_NAMES)  # the defaults are fine
 
 
 def test_config_error_names_slot_principle_and_field(core: str) -> None:
     reg = get_registry(default_plugins=[core])
-    bad = Recipe(**{**RECIPE_NAMES, "growth": {"name": "t_grow", "config": {"rate": 5}}})
+    bad = Recipe.model_validate({**RECIPE_NAMES, "growth": {"name": "t_grow", "config": {"rate": 5}}})
     with pytest.raises(ConfigError, match=r"growth\.t_grow\.rate: .*less than or equal to 1 \(got 5\)"):
         reg.validate_recipe(bad)
-    extra = Recipe(**{**RECIPE_NAMES, "growth": {"name": "t_grow", "config": {"speed": 1}}})
+    extra = Recipe.model_validate({**RECIPE_NAMES, "growth": {"name": "t_grow", "config": {"speed": 1}}})
     with pytest.raises(ConfigError, match=r"growth\.t_grow\.speed"):
         reg.instantiate(extra)
     with pytest.raises(UnknownNameError, match="unknown trigger principle 'nope'"):
-        reg.validate_recipe(Recipe(**{**RECIPE_NAMES, "trigger": "nope"}))
+        reg.validate_recipe(Recipe.model_validate({**RECIPE_NAMES, "trigger": "nope"}))
 
 
 def test_instantiate_builds_one_principle_per_slot(core: str) -> None:
     reg = get_registry(default_plugins=[core])
-    recipe = Recipe(**{**RECIPE_NAMES, "growth": {"name": "t_grow", "config": {"rate": 0.25}}})
+    recipe = Recipe.model_validate({**RECIPE_NAMES, "growth": {"name": "t_grow", "config": {"rate": 0.25}}})
     principles = reg.instantiate(recipe)
     assert set(principles) == set(RECIPE_NAMES)
     assert all(p.name == RECIPE_NAMES[slot] for slot, p in principles.items())
@@ -489,7 +493,7 @@ def test_example_plugin_installs_and_is_discovered(tmp_path: Path) -> None:
         found = {p.name: [p.value, p.package, p.version] for p in manager.discover_entry_points()}
         reg = manager.get_registry(default_plugins=(), strict=True)
         print(json.dumps({"found": found, "names": [[s, n] for s, n, _ in reg.items()],
-                          "source": list(reg.source("growth", "widest_first").__dict__.values())}))
+                          "source": list(reg.source("growth", "narrowest_first").__dict__.values())}))
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(SRC_ROOT)])}
     env.pop(manager_mod.ENV_DISABLE_AUTOLOAD, None)
@@ -497,9 +501,10 @@ def test_example_plugin_installs_and_is_discovered(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True,
                          timeout=120)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["found"]["example"] == ["principlelab_example.plugin", "principlelab-example-plugin", "0.1.0"]
-    assert ["growth", "widest_first"] in result["names"] and ["trigger", "loss_below"] in result["names"]
-    assert result["source"] == ["principlelab-example-plugin", "0.1.0", "principlelab_example.plugin"]
+    package = ["principlelab-example-plugin", "0.1.0"]
+    assert result["found"]["example"] == ["principlelab_example.plugin", *package]
+    assert ["growth", "narrowest_first"] in result["names"] and ["trigger", "loss_below"] in result["names"]
+    assert result["source"] == [*package, "principlelab_example.plugin"]
 
 
 def test_example_plugin_principles_validate() -> None:
@@ -508,19 +513,23 @@ def test_example_plugin_principles_validate() -> None:
         plugin = importlib.import_module("principlelab_example.plugin")
     finally:
         sys.path.remove(str(EXAMPLE / "src"))
+        for name in ("principlelab_example.plugin", "principlelab_example"):
+            sys.modules.pop(name, None)
     reg = Registry()
     source = PluginSource("principlelab-example-plugin", "0.1.0", "principlelab_example.plugin")
     plugin.register_growth_rules(lambda cls: reg.add(cls, source, slot="growth"))
     plugin.register_triggers(lambda cls: reg.add(cls, source, slot="trigger"))
-    assert reg.names("growth") == ["widest_first"] and reg.names("trigger") == ["loss_below"]
-    with pytest.raises(ConfigError, match=r"growth\.widest_first\.units"):
-        reg.get("growth", "widest_first").validate_config({"units": 0})
+    assert reg.names("growth") == ["narrowest_first"] and reg.names("trigger") == ["loss_below"]
+    with pytest.raises(ConfigError, match=r"growth\.narrowest_first\.units"):
+        reg.get("growth", "narrowest_first").validate_config({"units": 0})
 
     class Signals:
-        last_loss = 0.9
+        last_loss = float("nan")  # before the first step
 
     trigger: Any = reg.get("trigger", "loss_below")(threshold=0.5)
     signals = Signals()
+    assert trigger.on_step(signals) is None
+    signals.last_loss = 0.9
     assert trigger.on_step(signals) is None
     signals.last_loss = 0.4
     assert "0.4 < 0.5" in trigger.on_step(signals).reason
@@ -528,6 +537,7 @@ def test_example_plugin_principles_validate() -> None:
 
     class Net:
         widths = [10, 8, 4, 4, 3]
+        hidden_layers = range(1, 4)
         calls: list[tuple[Any, ...]] = []
 
         def add_units(self, layer: int, n: int, *, init: str, generator: Any) -> list[str]:
@@ -535,5 +545,6 @@ def test_example_plugin_principles_validate() -> None:
             return ["event"]
 
     net = Net()
-    assert reg.get("growth", "widest_first")(units=2).grow(net, signals, "gen") == ["event"]  # type: ignore[arg-type]
-    assert net.calls == [(1, 2, "zero", "gen")]
+    growth: Any = reg.get("growth", "narrowest_first")(units=2)
+    assert growth.grow(net, signals, "gen") == ["event"]
+    assert net.calls == [(2, 2, "zero", "gen")]  # unit layer 2: the first of the two narrowest

@@ -324,3 +324,16 @@ def test_error_no_features_and_bad_npz(tmp_path: Path) -> None:
     bad = tmp_path / "bad.npz"
     bad.write_text("not a zip")
     assert "bad.npz" in _error(bad)
+
+
+def test_mnist1d_corrupt_cache_is_regenerated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist1d_cache: dict[str, Any]
+) -> None:
+    cached = next(Path(mnist1d_cache["dir"]).glob("mnist1d-*.npz"))
+    (tmp_path / cached.name).write_bytes(b"garbage")
+    monkeypatch.setenv("PRINCIPLELAB_CACHE", str(tmp_path))
+    tasks.clear_task_cache()
+    data = load_task("mnist1d", fidelity=FULL, seed=0)
+    assert torch.equal(data.x_test, mnist1d_cache["data"].x_test)
+    assert (tmp_path / cached.name).stat().st_size == cached.stat().st_size
+    tasks.clear_task_cache()

@@ -110,7 +110,13 @@ class Recipe(_Strict):
     @field_validator(*SLOTS, mode="before")
     @classmethod
     def _bare_name(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
+        """Accept ``"random"``, ``{name, config}`` or ``{name, **config}`` (TOML tables read well)."""
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and set(value) - {"name", "config"}:
+            extra = {k: v for k, v in value.items() if k not in ("name", "config")}
+            return {"name": value.get("name"), "config": {**value.get("config", {}), **extra}}
+        return value
 
     def choice(self, slot: str) -> PrincipleChoice:
         """The principle chosen for ``slot``."""

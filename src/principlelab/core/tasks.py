@@ -16,6 +16,7 @@ import json
 import os
 import random
 import tempfile
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,7 +289,7 @@ def _mnist1d_arrays() -> dict[str, Array]:
     try:
         with np.load(path, allow_pickle=False) as cached:
             return {k: cached[k] for k in names}
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         pass  # missing or corrupt: regenerate
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
@@ -297,13 +298,17 @@ def _mnist1d_arrays() -> dict[str, Array]:
         random.setstate(py_state)
         np.random.set_state(np_state)
     arrays = {k: np.asarray(data[k]) for k in names}
+    tmp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+            tmp_name = tmp.name
             np.savez(tmp, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp.name, path)
-    except OSError:
-        pass  # an unwritable cache only costs regeneration next time
+        os.chmod(tmp_name, 0o644)  # NamedTemporaryFile creates 0600
+        os.replace(tmp_name, path)
+    except OSError:  # an unwritable cache only costs regeneration next time
+        if tmp_name is not None:
+            Path(tmp_name).unlink(missing_ok=True)
     return arrays
 
 

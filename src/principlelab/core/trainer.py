@@ -75,7 +75,6 @@ class Callback:
     """Observer of a run; every method is optional. Raise to stop (e.g. ``optuna.TrialPruned``)."""
 
     def on_train_start(self, recipe: Recipe, task: TaskData, total_steps: int) -> None: ...
-    def on_step(self, step: int) -> None: ...
     def on_growth(self, events: list[GrowthEvent]) -> None: ...
     def on_epoch_end(self, report: EpochReport) -> None: ...
     def on_train_end(self, result: RunResult) -> None: ...
@@ -216,10 +215,11 @@ def train(recipe: Recipe, *, callbacks: list[Callback] | None = None, registry: 
           task: TaskData | None = None) -> RunResult:
     """Resolve ``recipe``'s principles through the registry, load its task, train, return the result."""
     from principlelab.registry import get_registry
+    from principlelab.registry.versions import versions_for
 
     registry = registry or get_registry()
     principles = registry.instantiate(recipe)
     task = task or load_task(recipe.task, fidelity=recipe.fidelity, seed=recipe.seed)
     result = Trainer(recipe, principles, task, callbacks).run()
-    result.versions = registry.versions_for(recipe)
+    result.versions = versions_for(registry, recipe)
     return result

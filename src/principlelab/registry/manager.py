@@ -249,7 +249,7 @@ class _Builder:
     def _task_callback(self, source: PluginSource) -> Callable[..., None]:
         def register(name: str, loader: Any, description: str = "") -> None:
             previous = _TASK_SOURCES.get(name)
-            if previous is not None and (previous.package, previous.module) == (source.package, source.module):
+            if previous == source:
                 self.registry.task_sources[name] = source  # a rebuild registering the same task again
                 return
             from principlelab.core.tasks import register_task  # written alongside; imported lazily

@@ -68,48 +68,47 @@ class Registry:
         ``name``, no pydantic ``Config`` (or one whose defaults do not validate), is abstract, or
         its name is taken by another class (the message names both sources).
         """
-        where = f"from {source}"
         if not isinstance(cls, type):
-            raise PluginError(f"{where}: register() expects a principle class, got {cls!r}")
+            raise PluginError(f"register() expects a principle class, got {cls!r}")
         actual = _slot_of(cls)
         if slot is not None and slot not in PRINCIPLE_BASES:
             raise UnknownNameError("slot", slot, SLOTS)
         if actual is None:
             expected = PRINCIPLE_BASES[slot].__name__ if slot else " or ".join(
                 b.__name__ for b in PRINCIPLE_BASES.values())
-            raise PluginError(f"{where}: {cls.__qualname__} is not a principle class; subclass {expected} "
+            raise PluginError(f"{cls.__qualname__} is not a principle class; subclass {expected} "
                               "from principlelab.core.principles")
         if slot is not None and actual != slot:
             raise PluginError(
-                f"{where}: {cls.__qualname__} is a {PRINCIPLE_BASES[actual].__name__} (slot {actual!r}) "
+                f"{cls.__qualname__} is a {PRINCIPLE_BASES[actual].__name__} (slot {actual!r}) "
                 f"but was registered for slot {slot!r}; register it in the {actual!r} slot's hook "
                 f"instead, or subclass {PRINCIPLE_BASES[slot].__name__}")
         slot = actual
         name = getattr(cls, "name", None)
         if not isinstance(name, str) or not name:
-            raise PluginError(f"{where}: {cls.__qualname__} has no registry name; set the class attribute "
+            raise PluginError(f"{cls.__qualname__} has no registry name; set the class attribute "
                               "name = \"...\" (a non-empty string)")
         if not NAME_PATTERN.match(name):
-            raise PluginError(f"{where}: {cls.__qualname__}.name {name!r} is not allowed; use letters, "
+            raise PluginError(f"{cls.__qualname__}.name {name!r} is not allowed; use letters, "
                               "digits, '_' and '-' only")
         config = getattr(cls, "Config", None)
         if not (isinstance(config, type) and issubclass(config, BaseModel)):
-            raise PluginError(f"{where}: {slot}.{name} ({cls.__qualname__}) has Config={config!r}; it must "
+            raise PluginError(f"{slot}.{name} ({cls.__qualname__}) has Config={config!r}; it must "
                               "be a pydantic BaseModel subclass (e.g. of PrincipleConfig)")
         try:  # pydantic does not validate defaults: pass them in as values
             config(**{field: info.get_default(call_default_factory=True)
                       for field, info in config.model_fields.items() if not info.is_required()})
         except ValidationError as exc:
-            raise PluginError(f"{where}: {slot}.{name} has a Config whose defaults do not validate "
+            raise PluginError(f"{slot}.{name} has a Config whose defaults do not validate "
                               f"(every field needs a valid default): "
                               f"{format_validation_error(f'{slot}.{name}', exc)}") from None
         if inspect.isabstract(cls):
             missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
-            raise PluginError(f"{where}: {slot}.{name} ({cls.__qualname__}) is abstract; implement {missing}")
+            raise PluginError(f"{slot}.{name} ({cls.__qualname__}) is abstract; implement {missing}")
         incompatible = getattr(cls, "incompatible_with", {})
         if not isinstance(incompatible, Mapping) or any(
                 k not in PRINCIPLE_BASES or isinstance(v, str) for k, v in incompatible.items()):
-            raise PluginError(f"{where}: {slot}.{name}.incompatible_with must map slot names "
+            raise PluginError(f"{slot}.{name}.incompatible_with must map slot names "
                               f"({', '.join(SLOTS)}) to sets of principle names, got {incompatible!r}")
         existing = self.classes[slot].get(name)
         if existing is cls:

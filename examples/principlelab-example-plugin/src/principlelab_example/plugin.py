@@ -22,18 +22,18 @@ if TYPE_CHECKING:
     from principlelab.core.signals import Signals
 
 
-class WidestFirst(GrowthRule):
+class NarrowestFirst(GrowthRule):
     """Widens the narrowest hidden layer first (ties: the earliest) by ``units`` zero-init units."""
 
-    name: ClassVar[str] = "widest_first"
+    name: ClassVar[str] = "narrowest_first"
 
     class Config(PrincipleConfig):
         units: int = Field(4, ge=1, le=256, description="units added per growth",
                            json_schema_extra={"search": {"low": 1, "high": 32, "log": True}})
 
     def grow(self, net: Network, signals: Signals, generator: torch.Generator) -> list[GrowthEvent]:
-        hidden = list(net.widths[1:-1])  # widths = [in_features, *hidden, num_classes]
-        layer = hidden.index(min(hidden))  # index() returns the first of equal widths
+        # net.widths = [in_features, *hidden, num_classes]; hidden layers are unit layers 1..L-1.
+        layer = min(net.hidden_layers, key=lambda k: net.widths[k])  # min() keeps the first of ties
         return net.add_units(layer, self.config.units, init="zero", generator=generator)
 
 
@@ -50,7 +50,7 @@ class LossBelow(Trigger):
         self.fired = False
 
     def on_step(self, signals: Signals) -> Firing | None:
-        if self.fired or signals.last_loss >= self.config.threshold:
+        if self.fired or not signals.last_loss < self.config.threshold:  # NaN before the first step
             return None
         self.fired = True
         return Firing(reason=f"loss {signals.last_loss:.4g} < {self.config.threshold:g}")
@@ -58,7 +58,7 @@ class LossBelow(Trigger):
 
 @hookimpl
 def register_growth_rules(register: Callable[[type], None]) -> None:
-    register(WidestFirst)
+    register(NarrowestFirst)
 
 
 @hookimpl

@@ -1,0 +1,5 @@
+"""``python -m principlelab`` is ``plab``."""
+
+from principlelab.cli import main
+
+main()

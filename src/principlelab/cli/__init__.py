@@ -1,0 +1,48 @@
+"""The ``plab`` command line: parse and dispatch only; the work lives in the library.
+
+Every :class:`~principlelab.errors.PrincipleLabError` becomes one line on stderr
+(``plab: error: ...``) and exit code 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from principlelab import __version__
+from principlelab.errors import PrincipleLabError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PrincipleLabError as exc:
+            click.echo(f"plab: error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="plab")
+def main() -> None:
+    """principlelab: search the space of neural-network principles and keep every result."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("PRINCIPLELAB_THREADS", "1")))
+
+
+def _register_commands() -> None:
+    from principlelab.cli import plugins_cmd, run_cmd
+
+    main.add_command(plugins_cmd.plugins)
+    main.add_command(plugins_cmd.tasks)
+    main.add_command(run_cmd.run)
+
+
+_register_commands()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The plab CLI: real runs reach the accuracy bars, growth is reported, bad input fails in one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from principlelab.cli import main
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def run_json(*args: str) -> dict:
+    code, out, err = invoke("run", "--json", *args)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_plugins_json_lists_every_slot_with_parameters():
+    code, out, _ = invoke("plugins", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    names = {(r["slot"], r["name"]) for r in rows}
+    for expected in [("connectivity", "dense"), ("connectivity", "sparse_random"), ("learning", "backprop"),
+                     ("trigger", "never"), ("trigger", "every_k"), ("growth", "none"), ("growth", "random"),
+                     ("composition", "sequential")]:
+        assert expected in names
+    backprop = next(r for r in rows if r["name"] == "backprop")
+    assert backprop["package"] == "principlelab" and backprop["version"]
+    lr = next(p for p in backprop["parameters"] if p["name"] == "lr")
+    assert lr["bounds"]["gt"] == 0.0 and lr["default"] == pytest.approx(3e-3)
+
+
+def test_plugins_table_names_packages():
+    code, out, _ = invoke("plugins")
+    assert code == 0 and "sparse_random" in out and "principlelab" in out
+
+
+def test_run_digits_baseline_reaches_095():
+    result = run_json("--task", "digits")
+    assert result["test_accuracy"] >= 0.95
+    for key in ("val_accuracy", "params", "macs", "wall_s", "growth_events", "recipe"):
+        assert key in result
+    assert result["recipe"]["growth"]["name"] == "none" and result["growth_events"] == []
+    assert result["params"] == 64 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10
+
+
+@pytest.mark.slow
+def test_run_mnist1d_default_fidelity_reaches_06():
+    result = run_json("--task", "mnist1d")
+    assert result["test_accuracy"] >= 0.6
+
+
+def test_run_with_random_growth_reports_every_event():
+    result = run_json("--task", "digits", "--growth", "random", "--trigger", "every_k", "--epochs", "6",
+                      "--set", "growth.random.units=10", "--set", "trigger.every_k.k=2")
+    events = result["growth_events"]
+    assert sum(e["units"] for e in events) == 20  # fired after epochs 2 and 4, not after the last
+    assert {e["epoch"] for e in events} == {1, 3}
+    for event in events:
+        assert event["operation"] == "add_units:split" and event["layer"] in (1, 2)
+        assert event["step"] > 0 and event["principle"] == "random" and event["function_preserving"]
+    assert sum(result["widths"][1:-1]) == 512 + 20
+
+
+def test_progress_output_reports_growth_events():
+    code, out, err = invoke("run", "--task", "digits", "--growth", "random", "--trigger", "every_k",
+                            "--epochs", "3")
+    assert code == 0
+    assert "growth at step" in out + err and "test accuracy" in out
+
+
+def test_same_seed_reproduces_the_run():
+    first = run_json("--task", "xor", "--epochs", "3", "--seed", "7", "--growth", "random", "--trigger", "every_k")
+    second = run_json("--task", "xor", "--epochs", "3", "--seed", "7", "--growth", "random", "--trigger", "every_k")
+    assert first["test_loss"] == second["test_loss"] and first["widths"] == second["widths"]
+
+
+def test_recipe_file_with_overrides(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('task = "xor"\nseed = 3\n[fidelity]\nepochs = 2\n[growth]\nname = "random"\nunits = 4\n'
+                      '[trigger]\nname = "every_k"\nk = 1\n')
+    result = run_json("--recipe", str(recipe), "--seed", "4")
+    assert result["recipe"]["seed"] == 4 and result["recipe"]["task"] == "xor"
+    assert result["recipe"]["growth"]["config"] == {"units": 4}
+    assert sum(e["units"] for e in result["growth_events"]) == 4
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2, err
+    message = err.strip()
+    assert message.startswith("plab: error: ") and "\n" not in message and "Traceback" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_unknown_principle_lists_known_ones():
+    code, _, err = invoke("run", "--growth", "nope")
+    assert_one_line_error(code, err, "'nope'", "none", "random")
+
+
+def test_parameter_out_of_range_names_field_and_bound():
+    code, _, err = invoke("run", "--set", "growth.random.units=0")
+    assert_one_line_error(code, err, "growth.random.units", "greater than or equal to 1")
+    code, _, err = invoke("run", "--set", "learning.backprop.lr=-1")
+    assert_one_line_error(code, err, "learning.backprop.lr", "greater than 0")
+
+
+def test_unknown_parameter_and_mismatched_set():
+    code, _, err = invoke("run", "--set", "growth.random.colour=3")
+    assert_one_line_error(code, err, "growth.random.colour")
+    code, _, err = invoke("run", "--growth", "none", "--set", "growth.random.units=3")
+    assert_one_line_error(code, err, "'none'", "'random'")
+
+
+def test_unknown_task():
+    code, _, err = invoke("run", "--task", "imagenet")
+    assert_one_line_error(code, err, "'imagenet'", "digits", "mnist1d")
+
+
+def test_malformed_recipe_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("task = [unclosed\n")
+    code, _, err = invoke("run", "--recipe", str(bad))
+    assert_one_line_error(code, err, "bad.toml", "not valid TOML")
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text("seed = -3\n")
+    code, _, err = invoke("run", "--recipe", str(wrong))
+    assert_one_line_error(code, err, "wrong.toml", "seed")
+
+
+def test_data_file_with_mismatched_rows(tmp_path):
+    path = tmp_path / "data.npz"
+    np.savez(path, X=np.zeros((100, 4)), y=np.zeros(99, dtype=int))
+    code, _, err = invoke("run", "--task", f"file:{path}")
+    assert_one_line_error(code, err, "100", "99")
+
+
+def test_user_data_file_trains(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 5))
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    path = tmp_path / "data.npz"
+    np.savez(path, X=x, y=y)
+    result = run_json("--task", f"file:{path}", "--epochs", "10", "--hidden", "32")
+    assert result["test_accuracy"] > 0.85
