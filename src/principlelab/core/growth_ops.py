@@ -27,12 +27,13 @@ from principlelab.core.events import GrowthEvent
 from principlelab.errors import GrowthError
 
 if TYPE_CHECKING:
-    from principlelab.core.network import Block, Network, ParamRemap, Snapshot, _Frozen
+    from principlelab.core.network import Block, ParamRemap, Snapshot, _Frozen
 
 UnitInit = Literal["zero", "clone", "split", "relay"]
 
 
-def _grow(t: torch.Tensor, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> torch.Tensor:
+def _grow(t: torch.Tensor, rows: torch.Tensor | None = None,
+          cols: torch.Tensor | None = None) -> torch.Tensor:
     """``t`` with ``rows`` [n, in] appended along dim 0 and/or ``cols`` [out, m] along dim 1."""
     t = t.detach()
     if rows is not None:
@@ -76,7 +77,8 @@ class GrowthOps:
 
     def _check_hidden(self, layer: int) -> None:
         if not 1 <= layer < len(self.widths) - 1:
-            raise GrowthError(f"layer {layer} is not a hidden layer; hidden layers are 1..{len(self.widths) - 2}")
+            raise GrowthError(
+                f"layer {layer} is not a hidden layer; hidden layers are 1..{len(self.widths) - 2}")
 
     def _set(self, block: Block, attr: str, new: torch.Tensor) -> None:
         old = getattr(block, attr)
@@ -87,10 +89,26 @@ class GrowthOps:
 
     def _record(self, event: GrowthEvent, params_before: int, macs_before: int) -> GrowthEvent:
         self._changed()
+        self._recapture_frozen()
         event.params_delta = self.num_params() - params_before
         event.macs_delta = self.forward_macs() - macs_before
         self.events.append(event)
         return event
+
+    def _recapture_frozen(self) -> None:
+        """Re-save frozen units' incoming weights from the current blocks after a structural change.
+
+        Growth can append columns to (``split``: also rescale) the blocks feeding a frozen layer and
+        renumber layers (``add_layer``); the saved values must match the blocks ``restore_frozen``
+        writes them into. Growth preserves the frozen values themselves, so re-saving loses nothing.
+        """
+        for layer, frozen in self.frozen.items():
+            values = {f"w{a}": block.weight.detach()[frozen.rows].clone()
+                      for a, block in self.blocks_into(layer)}
+            bias = self.layers[layer - 1].bias
+            if bias is not None:
+                values["b"] = bias.detach()[frozen.rows].clone()
+            frozen.values = values
 
     @staticmethod
     def _mask_like(block: Block, shape: tuple[int, int], generator: torch.Generator | None) -> torch.Tensor:
@@ -147,9 +165,10 @@ class GrowthOps:
                         rows = rows * (1 + noise * torch.randn(rows.shape, generator=generator))
                 mask_rows = None if block.mask is None else block.mask[src].clone()
             elif init == "relay" and is_main:
-                rows = torch.zeros(n, n_in)
-                rows[torch.arange(n), src] = scale
-                mask_rows = None if block.mask is None else (rows != 0).float()
+                onehot = torch.zeros(n, n_in)
+                onehot[torch.arange(n), src] = 1.0
+                rows = onehot * scale
+                mask_rows = None if block.mask is None else onehot
             elif is_main and init == "zero":
                 rows = self._new_block(n, n_in, generator, bias=False).weight.detach()
                 mask_rows = None if block.mask is None else self._mask_like(block, (n, n_in), generator)
@@ -223,7 +242,7 @@ class GrowthOps:
 
     def add_skip(self, src: int, dst: int, *, init: Literal["zero"] = "zero") -> list[GrowthEvent]:
         """Add a zero-initialised skip edge from unit layer ``src`` to ``dst`` (``dst >= src + 2``)."""
-        if not (0 <= src and src + 2 <= dst <= self.depth):
+        if not (src >= 0 and src + 2 <= dst <= self.depth):
             raise GrowthError(f"skip {src}->{dst} must satisfy 0 <= src and src + 2 <= dst <= {self.depth}")
         if (src, dst) in self.skips:
             raise GrowthError(f"skip edge {src}->{dst} already exists")
@@ -238,14 +257,16 @@ class GrowthOps:
     def freeze(self, layer: int, units: Sequence[int]) -> list[GrowthEvent]:
         """Freeze the incoming weights and biases of ``units`` of hidden layer ``layer``.
 
-        Learning rules call ``Network.restore_frozen()`` after each optimizer step.
+        Learning rules call ``Network.restore_frozen()`` after each optimizer step. Connections
+        that later growth adds into frozen units (new columns, new skip edges) are frozen too.
         """
         self._check_hidden(layer)
         from principlelab.core.network import _Frozen
         old = self.frozen.get(layer)
         rows = torch.tensor(sorted(set(units) | set(old.rows.tolist() if old else [])), dtype=torch.long)
-        if rows.numel() and not 0 <= int(rows.max()) < self.widths[layer]:
-            raise GrowthError(f"units {list(units)} out of range for layer {layer} of width {self.widths[layer]}")
+        if rows.numel() and not (int(rows.min()) >= 0 and int(rows.max()) < self.widths[layer]):
+            raise GrowthError(
+                f"units {list(units)} out of range for layer {layer} of width {self.widths[layer]}")
         frozen = _Frozen(rows)
         for a, block in self.blocks_into(layer):
             frozen.values[f"w{a}"] = block.weight.detach()[rows].clone()

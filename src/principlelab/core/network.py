@@ -232,7 +232,6 @@ class Network(GrowthOps):
 
     def copy(self) -> Network:
         """A deep copy with detached leaf tensors (no shared storage, no autograd history)."""
-        self.hidden = []
         twin = copy.copy(self)
         twin.layers = [self._copy_block(b) for b in self.layers]
         twin.skips = {k: self._copy_block(b) for k, b in self.skips.items()}

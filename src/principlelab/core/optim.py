@@ -16,7 +16,7 @@ from principlelab.core.network import ParamRemap
 
 def _pad_into(old_state: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """A zero tensor of ``shape`` whose leading slice is ``old_state``."""
-    new = torch.zeros(shape, dtype=old_state.dtype)
+    new = torch.zeros(shape, dtype=old_state.dtype, device=old_state.device)
     new[tuple(slice(0, n) for n in old_state.shape)] = old_state
     return new
 

@@ -89,6 +89,7 @@ class Signals:
         self.val_accuracies: list[float] = []
         self.epoch_train_losses: list[float] = []
         self._losses: list[float] = []
+        self._epoch_start = 0  # index in _losses of the current epoch's first step
         self._pending_losses: list[torch.Tensor] = []
         self._grad_norms: list[list[float]] = []
         self._pending_grad_norms: list[torch.Tensor] = []
@@ -105,15 +106,15 @@ class Signals:
 
     def record_grad_norms(self, net: Network) -> None:
         """Record the gradient norm of each weight layer (call after backward, before the update)."""
-        grads = [b.weight.grad for b in net.layers]
-        norms = [g.norm() if g is not None else torch.zeros(()) for g in grads]
+        norms = [b.weight.grad.norm() if b.weight.grad is not None
+                 else torch.zeros((), device=b.weight.device) for b in net.layers]
         self._pending_grad_norms.append(torch.stack(norms))
 
     def close_epoch(self) -> float:
         """Materialise the epoch's losses; return their mean (NaN if the loss diverged)."""
-        start = len(self._losses)
         self._sync()
-        epoch = self._losses[start:]
+        epoch = self._losses[self._epoch_start:]
+        self._epoch_start = len(self._losses)
         mean = sum(epoch) / len(epoch) if epoch else float("nan")
         self.epoch_train_losses.append(mean)
         return mean
@@ -122,8 +123,12 @@ class Signals:
         if self._pending_losses:
             self._losses.extend(torch.stack(self._pending_losses).tolist())
             self._pending_losses.clear()
-        if self._pending_grad_norms:
-            self._grad_norms.extend(torch.stack(self._pending_grad_norms).tolist())
+        if self._pending_grad_norms:  # one sync; rows differ in length once add_layer ran mid-epoch
+            flat = torch.cat(self._pending_grad_norms).tolist()
+            at = 0
+            for norms in self._pending_grad_norms:
+                self._grad_norms.append(flat[at:at + norms.numel()])
+                at += norms.numel()
             self._pending_grad_norms.clear()
 
     # --------------------------------------------------------------------- read by principles

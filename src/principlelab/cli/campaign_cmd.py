@@ -1,0 +1,141 @@
+"""``plab campaign run|status`` and ``plab worker``: campaigns over the principle space."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from principlelab.studies.campaign import CampaignRunner, LevelProgress, eta_seconds
+
+STORAGE_HELP = ("SQLAlchemy URL of the database (default: the campaign file's storage, else $PRINCIPLELAB_STORAGE, "
+                "else sqlite:///principlelab.db in the current directory).")
+
+
+class ProgressDisplay:
+    """One bar per (task, level): trials done of target, running, best so far, time left."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+        self.bars: dict[tuple[str, str], Any] = {}
+
+    def __call__(self, state: LevelProgress) -> None:
+        key = (state.task, state.level)
+        if key not in self.bars:
+            self.bars[key] = self.progress.add_task(f"{state.task} {state.level}", total=state.target, info="")
+        eta = eta_seconds(state)
+        info = (f"best {state.best:.4f}" if state.best is not None else "best -") + f" | running {state.running}"
+        if eta is not None:
+            info += f" | ~{eta:.0f} s left"
+        self.progress.update(self.bars[key], completed=state.done, total=state.target, info=info)
+
+
+def _worker_entry(name: str, url: str, local_dir: str | None) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    from principlelab.registry import get_registry
+
+    CampaignRunner.from_storage(name, url, registry=get_registry(local_dir=local_dir), workers=2).work()
+
+
+def _poll(runner: CampaignRunner, display: ProgressDisplay, processes: list[Any]) -> None:
+    """Show the workers' progress from the database until they all exit."""
+    while any(p.is_alive() for p in processes):
+        for state in runner.db.level_progress(runner.campaign.id):
+            display(state)
+        time.sleep(1.0)
+
+
+@click.group()
+def campaign() -> None:
+    """Run and inspect campaigns (coarse-to-fine Optuna studies over principles)."""
+
+
+@campaign.command("run")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Local worker processes (more than one needs PostgreSQL).")
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Leaderboard rows to print.")
+def campaign_run(file: Path, storage: str | None, workers: int, top: int) -> None:
+    """Run (or resume) the campaign in FILE and print its leaderboard."""
+    from principlelab.registry import get_registry
+    from principlelab.studies.campaign_file import load_campaign
+    from principlelab.studies.db import default_storage_url
+    from principlelab.studies.optuna_setup import check_workers
+
+    spec, text = load_campaign(file)
+    url = default_storage_url(storage, spec.storage)
+    check_workers(url, workers)
+    console = Console(stderr=True)
+    display = ProgressDisplay(console)
+    registry = get_registry(local_dir=file.parent)
+    runner = CampaignRunner(spec, text, url, registry=registry, workers=workers, progress=display)
+    console.print(f"campaign {spec.name!r}: {len(spec.tasks)} task(s), levels "
+                  f"{' -> '.join(level.name for level in spec.levels)}, storage {runner.db.shown_url}, "
+                  f"{runner.space.size_hint()} principle combinations")
+    with display.progress:
+        if workers > 1:
+            context = multiprocessing.get_context("spawn")
+            processes = [context.Process(target=_worker_entry, args=(spec.name, url, str(file.parent)))
+                         for _ in range(workers)]
+            for process in processes:
+                process.start()
+            _poll(runner, display, processes)
+        outcome = runner.work()  # single worker: all the work; with workers: finish leftovers, report
+    for (task, lower, upper), corr in outcome.correlations.items():
+        click.echo(f"{task} {lower} -> {upper}: {corr.summary()}")
+    for warning in outcome.warnings:
+        click.echo(warning, err=True)
+    _print_leaderboard(runner, spec.levels[-1].name, top)
+
+
+def _print_leaderboard(runner: CampaignRunner, level: str, top: int) -> None:
+    from principlelab.cli.leaderboard_cmd import render_rows
+    from principlelab.studies import leaderboard
+
+    for task in runner.spec.tasks:
+        rows = leaderboard.query(runner.db, campaign=runner.spec.name, task=task, level=level, group_by="recipe",
+                                 metric="test_accuracy", top=top)
+        render_rows(rows, group_by="recipe", metric="test_accuracy",
+                    title=f"leaderboard: {runner.spec.name} / {task} / {level} (test accuracy over seeds)")
+
+
+@campaign.command("status")
+@click.argument("name")
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def campaign_status(name: str, storage: str | None, as_json: bool) -> None:
+    """Progress, failures and the current best of campaign NAME."""
+    from principlelab.studies import leaderboard
+    from principlelab.studies.db import LeaderboardDB, default_storage_url
+
+    db = LeaderboardDB(default_storage_url(storage), create=False)
+    state = leaderboard.status(db, name)
+    if as_json:
+        click.echo(json.dumps(state, indent=2, default=str))
+        return
+    from principlelab.cli.leaderboard_cmd import render_status
+
+    render_status(state)
+
+
+@click.command()
+@click.option("--campaign", "name", required=True, help="Name of a campaign already in the database.")
+@click.option("--storage", required=True, help="SQLAlchemy URL of the shared database (PostgreSQL).")
+def worker(name: str, storage: str) -> None:
+    """Join a running campaign from this machine (Optuna's distributed mode)."""
+    from principlelab.studies.optuna_setup import check_workers
+
+    check_workers(storage, 2)
+    runner = CampaignRunner.from_storage(name, storage, workers=2)
+    outcome = runner.work()
+    click.echo(f"worker done: campaign {name!r}; {len(outcome.correlations)} promotion(s) reported here")

@@ -1,0 +1,1 @@
+"""Campaigns: the search space, Optuna studies across fidelity levels, storage, the leaderboard database."""

@@ -1,0 +1,235 @@
+"""Run a campaign: sample at the first level, promote the best explicitly, rerun them at the next.
+
+Every worker (``plab campaign run`` itself, its ``--workers`` processes, ``plab worker`` on other
+machines) runs the same loop over tasks and levels against the shared storage:
+
+1. level 0: start sampled trials until the campaign's trial count (or time budget) is reached;
+2. wait until no trial of the level is running (stale trials are failed and retried by heartbeat);
+3. promote: pick the top-k (or Pareto) recipes; each promotion is a unique row, so exactly one
+   worker enqueues it, ``seeds`` times, into the next level's study;
+4. later levels: run the enqueued trials; then report the rank correlation with the level below.
+
+Rerunning a campaign continues where it stopped: finished trials are never repeated.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from principlelab.core.recipe import SLOTS
+from principlelab.core.tasks import load_task
+from principlelab.studies.campaign_file import CampaignSpec, LevelSpec, file_hash, parse_campaign
+from principlelab.studies.db import LeaderboardDB
+from principlelab.studies.objective import MMAC, LevelContext, Objective
+from principlelab.studies.optuna_setup import HEARTBEAT_GRACE_S, make_pruner, make_sampler, make_storage
+from principlelab.studies.promotion import Candidate, RankCorrelation, pareto, rank_correlation, top_k
+from principlelab.studies.space import SearchSpace
+
+ProgressFn = Callable[["LevelProgress"], None]
+
+
+@dataclass
+class LevelProgress:
+    """Where one level of one task stands."""
+
+    task: str
+    level: str
+    done: int
+    target: int | None
+    running: int
+    best: float | None
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class CampaignOutcome:
+    """What a finished campaign reports: rank correlations and warnings per task and promotion."""
+
+    correlations: dict[tuple[str, str, str], RankCorrelation] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class StaleTrialRecorder:
+    """Optuna's retry of a trial whose worker died, plus a ``failed`` run row saying so."""
+
+    def __init__(self, db: LeaderboardDB) -> None:
+        self.db = db
+        self.retry = optuna.storages.RetryFailedTrialCallback(max_retry=3, inherit_intermediate_values=False)
+        self.contexts: dict[str, LevelContext] = {}
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.retry(study, trial)
+        ctx = self.contexts.get(study.study_name)
+        if ctx is None:
+            return
+        reason = f"worker lost: no heartbeat for {HEARTBEAT_GRACE_S} s; the trial was retried"
+        principles = trial.user_attrs.get("principles", {})
+        row: dict[str, Any] = {"trial_number": trial.number, "status": "failed", "failure_reason": reason,
+                               "campaign_id": ctx.campaign_id, "study_version_id": ctx.study_version_id,
+                               "optuna_study_name": ctx.study_name, "task": ctx.task, "level": ctx.level.name,
+                               "seed": int(trial.user_attrs.get("seed", ctx.spec.seed)),
+                               "space_fingerprint": ctx.space.fingerprint, "wall_s": 0.0, "growth_event_count": 0,
+                               "recipe_key": trial.user_attrs.get("recipe_key", ""), "recipe_json": {}}
+        for slot in SLOTS:
+            row[slot] = principles.get(slot, trial.params.get(slot, ""))
+            row[f"{slot}_config"] = {}
+        self.db.record_run(row, [])
+
+
+class CampaignRunner:
+    """One worker's view of a campaign (see the module docstring for the loop)."""
+
+    def __init__(self, spec: CampaignSpec, text: str, url: str, *, registry: Any = None,
+                 workers: int = 1, progress: ProgressFn | None = None) -> None:
+        from principlelab.registry import get_registry
+
+        self.spec, self.text, self.url, self.workers = spec, text, url, workers
+        self.registry = registry or get_registry()
+        self.space = SearchSpace(self.registry, spec.search.principles(), spec.search.fixed)
+        self.db = LeaderboardDB(url)
+        self.campaign = self.db.get_or_create_campaign(spec.name, file_hash(text), text)
+        self.recorder = StaleTrialRecorder(self.db)
+        self.storage = make_storage(url, failed_trial_callback=self.recorder)
+        self.progress = progress or (lambda _: None)
+        self.outcome = CampaignOutcome()
+
+    @classmethod
+    def from_storage(cls, name: str, url: str, **kwargs: Any) -> CampaignRunner:
+        """Join a campaign already in ``url`` (for ``plab worker``): its file is stored there."""
+        db = LeaderboardDB(url, create=False)
+        text = db.campaign_file_text(name)
+        return cls(parse_campaign(text, source=f"campaign {name!r} in the database"), text, url, **kwargs)
+
+    # ----------------------------------------------------------------------------- studies
+    def context(self, task: str, level_index: int) -> LevelContext:
+        level = self.spec.levels[level_index]
+        version = self.db.get_or_create_study_version(
+            self.campaign.id, task, level.name, level_index, self.space.fingerprint, self.space.describe(),
+            make_study_name=lambda v: f"{self.spec.name}/{task}/{level.name}/v{v}")
+        ctx = LevelContext(self.spec, task, level_index, level, self.campaign.id, version.id,
+                           version.optuna_study_name, self.space, self.registry, self.db)
+        self.recorder.contexts[ctx.study_name] = ctx
+        return ctx
+
+    def study(self, ctx: LevelContext) -> optuna.Study:
+        seed = self.spec.seed + 1000 * ctx.level_index
+        return optuna.create_study(
+            study_name=ctx.study_name, storage=self.storage, load_if_exists=True, direction="maximize",
+            sampler=make_sampler(ctx.level, seed, workers=self.workers),
+            pruner=make_pruner(ctx.level, max_resource=self._expected_mmacs(ctx)))
+
+    def _expected_mmacs(self, ctx: LevelContext) -> int:
+        """Training compute of the initial network over the level's epochs, in MMACs (pruner rungs)."""
+        task = load_task(ctx.task, fidelity=ctx.level.fidelity(), seed=self.spec.seed)
+        hidden = [min(w, ctx.level.width_cap or w) for w in self.spec.network.hidden]
+        widths = [task.in_features, *hidden, task.num_classes]
+        forward = sum(a * b for a, b in zip(widths, widths[1:]))
+        return max(2, 3 * forward * task.x_train.shape[0] * ctx.level.epochs // MMAC)
+
+    # -------------------------------------------------------------------------------- loop
+    def work(self) -> CampaignOutcome:
+        """Run every task and level to completion (or join others doing so); idempotent."""
+        for task in self.spec.tasks:
+            previous: LevelContext | None = None
+            for index in range(len(self.spec.levels)):
+                ctx = self.context(task, index)
+                study = self.study(ctx)
+                if previous is not None:
+                    self.promote(previous, ctx, study)
+                self.run_level(ctx, study)
+                self.wait_for_level(study)
+                if previous is not None:
+                    self.report_correlation(previous, ctx)
+                previous = ctx
+        return self.outcome
+
+    def run_level(self, ctx: LevelContext, study: optuna.Study) -> None:
+        level, objective = ctx.level, Objective(ctx)
+        target = level.trials if ctx.level_index == 0 else None
+        deadline = time.monotonic() + level.time_budget_s if level.time_budget_s and ctx.level_index == 0 else None
+        progress = LevelProgress(ctx.task, level.name, 0, target, 0, None)
+        while True:
+            trials = study.get_trials(deepcopy=False)
+            self._update(progress, trials, ctx)
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            logical = len(trials) - sum(1 for t in trials if "failed_trial" in t.system_attrs)
+            budget_left = (target is None or logical < target) and (deadline is None or time.monotonic() < deadline)
+            if not (waiting or (ctx.level_index == 0 and budget_left)):
+                break
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
+
+    def wait_for_level(self, study: optuna.Study, poll_s: float = 0.5) -> None:
+        """Block until no trial of ``study`` runs (other workers' trials; dead ones fail by heartbeat)."""
+        while any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
+            optuna.storages.fail_stale_trials(study)
+            time.sleep(poll_s)
+
+    def _update(self, progress: LevelProgress, trials: list[optuna.trial.FrozenTrial], ctx: LevelContext) -> None:
+        finished = [t for t in trials if t.state.is_finished()]
+        progress.done = len(finished) - sum(1 for t in finished if "failed_trial" in t.system_attrs)
+        if ctx.level_index > 0:
+            progress.target = len(trials) - sum(1 for t in trials if "failed_trial" in t.system_attrs)
+        progress.running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+        values = [t.value for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
+        progress.best = max(values) if values else None
+        self.progress(progress)
+
+    # --------------------------------------------------------------------------- promotion
+    def candidates(self, ctx: LevelContext) -> list[Candidate]:
+        """Per recipe at a level: mean objective over its complete runs, mean cost, one run id."""
+        grouped: dict[str, list[Any]] = defaultdict(list)
+        for run in self.db.runs_for_study_version(ctx.study_version_id, status="complete"):
+            grouped[run.recipe_key].append(run)
+        cost_of = "macs" if self.spec.promotion.cost == "macs" else "params"
+        return [Candidate(key, sum(r.objective for r in runs) / len(runs),
+                          sum(getattr(r, cost_of) or 0 for r in runs) / len(runs), min(r.id for r in runs))
+                for key, runs in grouped.items()]
+
+    def promote(self, lower: LevelContext, upper: LevelContext, study: optuna.Study) -> None:
+        """Enqueue the lower level's best recipes into ``study``, ``seeds`` times each, exactly once."""
+        rule = self.spec.promotion
+        chosen = (top_k if rule.rule == "top_k" else pareto)(self.candidates(lower), rule.k)
+        for candidate in chosen:
+            if not self.db.record_promotion(lower.study_version_id, upper.study_version_id, candidate.recipe_key,
+                                            candidate.run_id, candidate.value):
+                continue  # another worker promoted it
+            run = self.db.run(candidate.run_id)
+            slots = {slot: {"name": getattr(run, slot), "config": getattr(run, f"{slot}_config") or {}}
+                     for slot in SLOTS}
+            params = self.space.params_for(slots)
+            for offset in range(upper.level.seeds):
+                study.enqueue_trial(params, user_attrs={"promoted_from": run.id, "recipe_key": candidate.recipe_key,
+                                                        "seed": self.spec.seed + offset})
+
+    def report_correlation(self, lower: LevelContext, upper: LevelContext) -> RankCorrelation:
+        promoted = self.db.promotions_into(upper.study_version_id)
+        means = {c.recipe_key: c.value for c in self.candidates(upper)}
+        pairs = [(p.source_value, means[p.recipe_key]) for p in promoted if p.recipe_key in means]
+        corr = rank_correlation([a for a, _ in pairs], [b for _, b in pairs])
+        self.outcome.correlations[(upper.task, lower.level.name, upper.level.name)] = corr
+        if not corr.predicts(self.spec.promotion.min_spearman):
+            self.outcome.warnings.append(
+                f"warning: on {upper.task}, the {lower.level.name} level does not predict the {upper.level.name} "
+                f"level (Spearman rho={corr.spearman:.3f} over {corr.n} recipes, threshold "
+                f"{self.spec.promotion.min_spearman}); make {lower.level.name} less coarse or promote more recipes")
+        return corr
+
+
+def level_target(level: LevelSpec) -> int | None:
+    return level.trials
+
+
+def eta_seconds(progress: LevelProgress) -> float | None:
+    """Time left at the current pace (None before the first finished trial or without a target)."""
+    if not progress.target or progress.done == 0:
+        return None
+    pace = (time.perf_counter() - progress.started) / progress.done
+    return max(0.0, pace * (progress.target - progress.done)) if math.isfinite(pace) else None

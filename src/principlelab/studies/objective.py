@@ -1,0 +1,143 @@
+"""One Optuna trial = one recipe trained at one level; its result is written to the leaderboard.
+
+A trial ends in exactly one run row: ``complete`` (with metrics), ``pruned`` (metrics of its last
+epoch), or ``failed`` (with the reason: rejected combination, bad config, divergence, crash). The
+row and its growth events are written in one transaction before Optuna is told the trial's state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from principlelab.core.recipe import SLOTS, Recipe
+from principlelab.core.tasks import load_task
+from principlelab.core.trainer import Callback, EpochReport, RunResult, Trainer
+from principlelab.errors import ConfigError
+from principlelab.registry.versions import versions_for
+from principlelab.studies.campaign_file import CampaignSpec, LevelSpec
+from principlelab.studies.optuna_setup import pruning_step_kind
+from principlelab.studies.space import SearchSpace, recipe_key
+
+MMAC = 1_000_000
+
+
+class NotPromoted(Exception):
+    """A later-level trial that no promotion enqueued (two workers raced for the last one)."""
+
+
+class PruningCallback(Callback):
+    """Reports validation accuracy each epoch (step: MMACs spent, or the epoch) and prunes."""
+
+    def __init__(self, trial: optuna.Trial, step_kind: str) -> None:
+        self.trial, self.step_kind = trial, step_kind
+        self.last: EpochReport | None = None
+        self.events: list[Any] = []
+
+    def on_growth(self, events: list[Any]) -> None:
+        self.events.extend(events)
+
+    def on_epoch_end(self, report: EpochReport) -> None:
+        self.last = report
+        step = report.epoch + 1 if self.step_kind == "epoch" else max(1, report.macs // MMAC)
+        self.trial.report(report.val_accuracy, step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {report.epoch} at val accuracy {report.val_accuracy:.4f}")
+
+
+@dataclass
+class LevelContext:
+    """What every trial of one (campaign, task, level) shares."""
+
+    spec: CampaignSpec
+    task: str
+    level_index: int
+    level: LevelSpec
+    campaign_id: int
+    study_version_id: int
+    study_name: str
+    space: SearchSpace
+    registry: Any
+    db: Any
+
+
+class Objective:
+    """Callable for ``study.optimize``: suggest (or replay a promotion), train, record, return."""
+
+    def __init__(self, ctx: LevelContext) -> None:
+        self.ctx = ctx
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        ctx = self.ctx
+        row: dict[str, Any] = {"trial_number": trial.number, "seed": ctx.spec.seed, "status": "failed"}
+        pruning = PruningCallback(trial, pruning_step_kind(ctx.level))
+        try:
+            slots, seed = self._choose(trial)
+            row["seed"] = seed
+            if ctx.level_index > 0:
+                row["promoted_from_run_id"] = trial.user_attrs.get("promoted_from")
+            row.update(self._describe(slots))
+            recipe = Recipe(task=ctx.task, fidelity=ctx.level.fidelity(), seed=seed, network=ctx.spec.network,
+                            **slots)
+            principles = ctx.registry.instantiate(recipe)
+            trial.set_user_attr("principles", {slot: slots[slot]["name"] for slot in SLOTS})
+            task = load_task(recipe.task, fidelity=recipe.fidelity, seed=recipe.seed)
+            result = Trainer(recipe, principles, task, [pruning]).run()
+            result.versions = versions_for(ctx.registry, recipe)
+        except optuna.TrialPruned as exc:
+            self._record(row, "pruned", str(exc), report=pruning.last, events=pruning.events)
+            raise
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            if isinstance(exc, ConfigError) and "incompatible" in str(exc):
+                reason = f"rejected: {exc}"
+            trial.set_user_attr("failure_reason", reason)
+            self._record(row, "failed", reason, report=pruning.last, events=pruning.events)
+            raise
+        self._record(row, "complete", None, result=result)
+        return result.val_accuracy
+
+    def _choose(self, trial: optuna.Trial) -> tuple[dict[str, dict[str, Any]], int]:
+        """The recipe's slots and seed: sampled at the first level, replayed from a promotion later."""
+        ctx = self.ctx
+        if ctx.level_index == 0:
+            return ctx.space.suggest(trial), ctx.spec.seed
+        if "promoted_from" not in trial.user_attrs:
+            raise NotPromoted("no promoted recipe was waiting for this trial (another worker took it)")
+        slots = ctx.space.suggest(trial)
+        return slots, int(trial.params.get("seed", trial.user_attrs.get("seed", ctx.spec.seed)))
+
+    def _describe(self, slots: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        ctx = self.ctx
+        described: dict[str, Any] = {
+            "recipe_key": recipe_key(ctx.registry, slots, ctx.spec.network.model_dump(mode="json")),
+            "recipe_json": {"slots": slots, "network": ctx.spec.network.model_dump(mode="json")},
+        }
+        for slot in SLOTS:
+            described[slot] = slots[slot]["name"]
+            described[f"{slot}_config"] = slots[slot].get("config", {})
+        return described
+
+    def _record(self, row: dict[str, Any], status: str, reason: str | None, *, result: RunResult | None = None,
+                report: EpochReport | None = None, events: list[Any] = ()) -> None:  # type: ignore[assignment]
+        ctx = self.ctx
+        row = {**row, "status": status, "failure_reason": reason, "campaign_id": ctx.campaign_id,
+               "study_version_id": ctx.study_version_id, "optuna_study_name": ctx.study_name, "task": ctx.task,
+               "level": ctx.level.name, "space_fingerprint": ctx.space.fingerprint}
+        event_rows = [e.to_dict() for e in events]
+        if result is not None:
+            row.update(test_accuracy=result.test_accuracy, val_accuracy=result.val_accuracy,
+                       test_loss=result.test_loss, val_loss=result.val_loss, params=result.params, macs=result.macs,
+                       samples_seen=result.samples_seen, wall_s=result.wall_s,
+                       growth_event_count=len(result.growth_events), versions=result.versions,
+                       objective=result.val_accuracy)
+            event_rows = [e.to_dict() for e in result.growth_events]
+        elif report is not None:
+            row.update(val_accuracy=report.val_accuracy, val_loss=report.val_loss, params=report.params,
+                       macs=report.macs, samples_seen=report.samples_seen, wall_s=report.wall_s,
+                       growth_event_count=len(event_rows))
+        row.setdefault("growth_event_count", len(event_rows))
+        row.setdefault("wall_s", 0.0)
+        ctx.db.record_run(row, event_rows)

@@ -1,0 +1,86 @@
+"""Optuna storage, samplers and pruners, with every argument explicit (same on Optuna 4.x and 5.x)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from sqlalchemy.engine import make_url
+
+from principlelab.errors import ConfigError, StorageError
+from principlelab.studies.campaign_file import LevelSpec
+
+HEARTBEAT_INTERVAL_S = int(os.environ.get("PRINCIPLELAB_HEARTBEAT_INTERVAL", "10"))
+HEARTBEAT_GRACE_S = int(os.environ.get("PRINCIPLELAB_HEARTBEAT_GRACE", "60"))
+"""A trial whose worker sent no heartbeat for the grace period is failed and retried."""
+
+
+def quiet_optuna() -> None:
+    """Optuna logs every trial at INFO and warns that heartbeats are experimental; keep it quiet."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def check_workers(url: str, workers: int) -> None:
+    """SQLite serialises writers: several worker processes need PostgreSQL."""
+    if workers > 1 and is_sqlite(url):
+        raise ConfigError(
+            f"--workers {workers} needs a database server: SQLite ({url}) is for one process. Start PostgreSQL "
+            "and pass --storage postgresql+psycopg://USER:PASSWORD@HOST/DB (see docs/campaigns.md)")
+
+
+def make_storage(url: str, failed_trial_callback: Callable[..., Any] | None = None) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage on ``url`` with heartbeats (a killed worker's trial is failed and retried)."""
+    quiet_optuna()
+    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}} if is_sqlite(url) else {"pool_pre_ping": True}
+    try:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
+            grace_period=HEARTBEAT_GRACE_S, failed_trial_callback=failed_trial_callback)
+    except Exception as exc:  # sqlalchemy errors, missing drivers, bad paths
+        shown = make_url(url).render_as_string(hide_password=True)
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StorageError(f"cannot open the Optuna storage at {shown}: {detail}") from None
+
+
+def make_sampler(level: LevelSpec, seed: int, *, workers: int) -> optuna.samplers.BaseSampler:
+    """The level's sampler, seeded; TPE is multivariate with groups (the space is conditional)."""
+    if level.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if level.sampler == "qmc":
+        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed, warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=10, n_ei_candidates=24, multivariate=True, group=True,
+        constant_liar=workers > 1, warn_independent_sampling=False)
+
+
+def pruning_step_kind(level: LevelSpec) -> str:
+    """``compute`` (MMACs spent) for rung-based pruners, ``epoch`` for pruners that compare equal steps.
+
+    Median and Wilcoxon compare trials at identical step numbers, which compute-valued steps of
+    networks of different sizes never share; successive halving and Hyperband compare at rungs.
+    """
+    return "compute" if level.pruner in ("hyperband", "successive_halving") else "epoch"
+
+
+def make_pruner(level: LevelSpec, *, max_resource: int) -> optuna.pruners.BasePruner:
+    """The level's pruner. ``max_resource`` is the expected compute (MMACs) of a full trial."""
+    min_resource = max(1, max_resource // 27)
+    if level.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=min_resource, max_resource=max(max_resource, 2),
+                                              reduction_factor=3, bootstrap_count=0)
+    if level.pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource, reduction_factor=3,
+                                                      min_early_stopping_rate=0, bootstrap_count=0)
+    if level.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1, interval_steps=1, n_min_trials=1)
+    if level.pruner == "wilcoxon":
+        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
+    return optuna.pruners.NopPruner()

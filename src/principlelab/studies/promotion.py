@@ -1,0 +1,61 @@
+"""Choosing what moves to the next fidelity level, and how well the lower level predicted it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One recipe at a level: its mean objective over seeds, its cost, and a run to copy it from."""
+
+    recipe_key: str
+    value: float
+    cost: float
+    run_id: int
+
+
+def top_k(candidates: Sequence[Candidate], k: int) -> list[Candidate]:
+    """The ``k`` best by value (ties: cheaper first, then key, so every worker picks the same)."""
+    return sorted(candidates, key=lambda c: (-c.value, c.cost, c.recipe_key))[:k]
+
+
+def pareto(candidates: Sequence[Candidate], k: int) -> list[Candidate]:
+    """The non-dominated set over (value high, cost low), best value first, at most ``k``."""
+    front = [c for c in candidates
+             if not any((o.value >= c.value and o.cost <= c.cost) and (o.value > c.value or o.cost < c.cost)
+                        for o in candidates)]
+    return top_k(front, k)
+
+
+@dataclass(frozen=True)
+class RankCorrelation:
+    """Spearman's rho and Kendall's tau between two levels' values of the same recipes."""
+
+    n: int
+    spearman: float
+    spearman_p: float
+    kendall: float
+    kendall_p: float
+
+    def predicts(self, min_spearman: float) -> bool:
+        return self.n >= 3 and self.spearman == self.spearman and self.spearman >= min_spearman
+
+    def summary(self) -> str:
+        return (f"coarse-vs-fine rank correlation over {self.n} recipes: Spearman rho={self.spearman:.3f} "
+                f"(p={self.spearman_p:.3g}), Kendall tau={self.kendall:.3f} (p={self.kendall_p:.3g})")
+
+
+def rank_correlation(lower: Sequence[float], upper: Sequence[float]) -> RankCorrelation:
+    """Rank agreement of ``lower[i]`` and ``upper[i]`` (same recipe ``i`` at two levels); NaN if n < 2."""
+    assert len(lower) == len(upper), f"{len(lower)} lower values vs {len(upper)} upper values"
+    n = len(lower)
+    if n < 2 or len(set(lower)) < 2 or len(set(upper)) < 2:
+        nan = float("nan")
+        return RankCorrelation(n, nan, nan, nan, nan)
+    rho = stats.spearmanr(lower, upper)
+    tau = stats.kendalltau(lower, upper)
+    return RankCorrelation(n, float(rho.statistic), float(rho.pvalue), float(tau.statistic), float(tau.pvalue))
