@@ -19,7 +19,7 @@ from principlelab.errors import ConfigError
 from principlelab.registry.versions import versions_for
 from principlelab.studies.campaign_file import CampaignSpec, LevelSpec
 from principlelab.studies.optuna_setup import pruning_step_kind
-from principlelab.studies.space import SearchSpace, recipe_key
+from principlelab.studies.space import REJECTED_ATTR, SearchSpace, recipe_key
 
 MMAC = 1_000_000
 
@@ -75,6 +75,11 @@ class Objective:
         pruning = PruningCallback(trial, pruning_step_kind(ctx.level))
         try:
             slots, seed = self._choose(trial)
+        except ConfigError as exc:  # an incompatible combination: no training, and told PRUNED (see space)
+            trial.set_user_attr(REJECTED_ATTR, str(exc))
+            self._record(row, "rejected", f"rejected: {exc}")
+            raise optuna.TrialPruned(f"rejected: {exc}") from None
+        try:
             row["seed"] = seed
             if ctx.level_index > 0:
                 row["promoted_from_run_id"] = trial.user_attrs.get("promoted_from")
@@ -91,8 +96,6 @@ class Objective:
             raise
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-            if isinstance(exc, ConfigError) and "incompatible" in str(exc):
-                reason = f"rejected: {exc}"
             trial.set_user_attr("failure_reason", reason)
             self._record(row, "failed", reason, report=pruning.last, events=pruning.events)
             raise

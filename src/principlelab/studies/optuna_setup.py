@@ -55,10 +55,10 @@ def make_sampler(level: LevelSpec, seed: int, *, workers: int) -> optuna.sampler
     if level.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if level.sampler == "qmc":
-        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed, warn_independent_sampling=False)
+        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed)
     return optuna.samplers.TPESampler(
         seed=seed, n_startup_trials=10, n_ei_candidates=24, multivariate=True, group=True,
-        constant_liar=workers > 1, warn_independent_sampling=False)
+        constant_liar=workers > 1)
 
 
 def pruning_step_kind(level: LevelSpec) -> str:

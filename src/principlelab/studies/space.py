@@ -34,18 +34,23 @@ from optuna.distributions import (
     IntDistribution,
     distribution_to_json,
 )
+from optuna.trial import TrialState
+from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from principlelab.core.principles import Principle
 from principlelab.core.recipe import DEFAULT_PRINCIPLES, SLOTS, NetworkSpec, PrincipleChoice, Recipe
-from principlelab.errors import ConfigError, UnknownNameError
+from principlelab.errors import ConfigError, UnknownNameError, format_validation_error
 from principlelab.registry.registry import Registry
 
-__all__ = ["SPACE_VERSION", "SearchSpace", "SpaceParam", "recipe_key"]
+__all__ = ["REJECTED_ATTR", "SPACE_VERSION", "SearchSpace", "SpaceParam", "recipe_key", "tell_rejected"]
 
 SPACE_VERSION = 1
 """Part of the fingerprint: bumped when the way fields map to distributions changes."""
+
+REJECTED_ATTR = "rejected"
+"""User attribute of a trial whose principle combination was rejected (the one-line reason)."""
 
 _HINT_KEYS = frozenset({"low", "high", "log", "step", "choices"})
 _CHOICE_TYPES = (type(None), bool, int, float, str)
@@ -64,7 +69,7 @@ class SpaceParam:
 
 
 def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def _sha16(obj: Any) -> str:
@@ -191,7 +196,7 @@ def _distribution_for(cls: type[Principle], field: str,
     _check_value(cls, field, high, f"high={high!r}")
     try:
         if is_int:
-            return IntDistribution(low, high, log=log, step=step), True
+            return IntDistribution(int(low), int(high), log=log, step=int(step or 1)), True
         return FloatDistribution(low, high, log=log, step=step), False
     except ValueError as exc:
         raise ConfigError(f"{where}: search hint {dict(hint)!r} is not a valid Optuna distribution: "
@@ -281,14 +286,14 @@ def recipe_key(registry: Registry, slots: Mapping[str, Any] | Recipe,
     :class:`UnknownNameError`, bad configs :class:`ConfigError`.
     """
     if network is None:
-        network = slots.network if isinstance(slots, Recipe) else NetworkSpec()
+        network = slots.network if isinstance(slots, Recipe) else NetworkSpec.model_validate({})
     if isinstance(network, NetworkSpec):
         spec = network
     else:
         try:
             spec = NetworkSpec(**dict(network))
-        except Exception as exc:
-            raise ConfigError(f"network: {exc}".splitlines()[0]) from None
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error("network", exc)) from None
     payload: dict[str, Any] = {"network": spec.model_dump(mode="json")}
     for slot, (name, config) in _slot_choices(slots).items():
         cls = registry.get(slot, name)
@@ -440,7 +445,7 @@ class SearchSpace:
 
         The principle of every slot is chosen first; an incompatible combination raises
         :class:`ConfigError` (from ``registry.check_compatible``) before any config parameter is
-        suggested: record the trial as failed (TPE ignores failed trials). ``config`` holds the
+        suggested; record it with :func:`tell_rejected` (no training). ``config`` holds the
         searched and fixed values only; defaults fill the rest.
         """
         names = {slot: trial.suggest_categorical(slot, list(self.choices[slot])) for slot in SLOTS}
@@ -509,3 +514,16 @@ class SearchSpace:
         """:func:`recipe_key` with this space's registry."""
         return recipe_key(self.registry, slots, network)
 
+
+
+def tell_rejected(study: Any, trial: Any, error: BaseException | str) -> None:
+    """Finish a trial whose combination :meth:`SearchSpace.suggest` rejected, without training.
+
+    Sets the user attribute :data:`REJECTED_ATTR` to the reason and tells the trial ``PRUNED``,
+    not ``FAIL``: TPE ignores failed trials, so it never learns the combination is impossible and
+    (the study's completed trials unchanged) keeps proposing it; a pruned trial without
+    intermediate values ranks below every completed one, so TPE moves away from it, and no
+    objective value is made up.
+    """
+    trial.set_user_attr(REJECTED_ATTR, str(error))
+    study.tell(trial, state=TrialState.PRUNED)

@@ -126,10 +126,11 @@ class PrincipleConformance:
         slot = self.slot or getattr(principle_class, "slot", None)
         assert slot in PRINCIPLE_BASES, f"{principle_class.__qualname__} has unknown slot {slot!r}"
         base = PRINCIPLE_BASES[slot]
-        assert issubclass(principle_class, base), f"{principle_class.__qualname__} must subclass {base.__name__}"
-        assert principle_class.slot == slot, f"{principle_class.__qualname__}.slot is {principle_class.slot!r}"
+        who = principle_class.__qualname__
+        assert issubclass(principle_class, base), f"{who} must subclass {base.__name__}"
+        assert principle_class.slot == slot, f"{who}.slot is {principle_class.slot!r}, expected {slot!r}"
         missing = sorted(getattr(principle_class, "__abstractmethods__", ()))
-        assert not inspect.isabstract(principle_class), f"{principle_class.__qualname__} is abstract: {missing}"
+        assert not inspect.isabstract(principle_class), f"{who} is abstract: implement {missing}"
 
     def test_name(self, principle_class: type[Principle]) -> None:
         name = getattr(principle_class, "name", None)
@@ -212,7 +213,7 @@ class PrincipleConformance:
             if hint.get("log"):
                 assert low > 0, f"{where}: a log-scale range needs low > 0"
             if numeric_kind(info.annotation) == "int":
-                assert isinstance(low, int) and isinstance(high, int), f"{where}: an int field needs int bounds"
+                assert isinstance(low, int) and isinstance(high, int), f"{where}: an int field needs ints"
             if hint.get("step") is not None:
                 assert hint["step"] > 0, f"{where}: step must be > 0"
             for value in (low, high):

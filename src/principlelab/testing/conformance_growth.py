@@ -171,12 +171,13 @@ class GrowthRuleConformance(PrincipleConformance):
     def test_required_signals_known(self, principle_class: Any) -> None:
         _check_required_signals(principle_class)
 
-    def test_events_account_for_growth(self, principle_class: Any, config: Any, base_connectivity: str) -> None:
+    def test_events_account_for_growth(self, principle_class: Any, config: Any,
+                                       base_connectivity: str) -> None:
         g = self.grow(*self.prepared(principle_class, config, base_connectivity))
         net, events, before = g.net, g.events, g.widths_before
         ops = [e.operation.split(":")[0] for e in events]
         for event, op in zip(events, ops):
-            assert 0 <= event.layer < len(net.widths), f"{event.operation} at layer {event.layer}: no such layer"
+            assert 0 <= event.layer < len(net.widths), f"{event.operation}: no layer {event.layer}"
             if op == "add_units":
                 assert 1 <= event.layer < len(net.widths) - 1, f"add_units event at non-hidden layer {event}"
             assert any(event is e for e in net.events), f"event {event.operation} missing from net.events"
@@ -194,12 +195,10 @@ class GrowthRuleConformance(PrincipleConformance):
             assert delta == {k: n for k, n in units.items() if n}, (
                 f"widths {before} -> {net.widths} but the events add {dict(units)} units")
         assert net.num_params() == count_params(net), "net.num_params() is stale (call net._changed())"
-        params_delta = sum(e.params_delta for e in events)
-        assert params_delta == count_params(net) - g.params_before, (
-            f"events' params_delta sum to {params_delta}, the network grew by {count_params(net) - g.params_before}")
-        macs_delta = sum(e.macs_delta for e in events)
-        assert macs_delta == net.forward_macs() - g.macs_before, (
-            f"events' macs_delta sum to {macs_delta}, forward MACs changed by {net.forward_macs() - g.macs_before}")
+        params_delta, grown = sum(e.params_delta for e in events), count_params(net) - g.params_before
+        assert params_delta == grown, f"events' params_delta sum to {params_delta}, params grew by {grown}"
+        macs_delta, more = sum(e.macs_delta for e in events), net.forward_macs() - g.macs_before
+        assert macs_delta == more, f"events' macs_delta sum to {macs_delta}, forward MACs changed by {more}"
 
     def test_function_preserving(self, principle_class: Any, config: Any, base_connectivity: str) -> None:
         g = self.grow(*self.prepared(principle_class, config, base_connectivity))

@@ -35,7 +35,8 @@ def _finite_scores(scores: Any, batch: int, classes: int, what: str) -> None:
 
 def _check_learned(result: RunResult, min_accuracy: float | None, what: str) -> None:
     first, last = result.epochs[0].train_loss, result.epochs[-1].train_loss
-    assert last < first, f"{what}: the train loss did not fall (epoch 0: {first:.4f}, last: {last:.4f})"
+    assert last < first or len(result.epochs) < 2, (
+        f"{what}: the train loss did not fall (epoch 0: {first:.4f}, last: {last:.4f})")
     if min_accuracy is not None:
         assert result.val_accuracy > min_accuracy, (
             f"{what}: val accuracy {result.val_accuracy:.3f} <= min_accuracy {min_accuracy}")
@@ -66,7 +67,7 @@ class ConnectivityConformance(PrincipleConformance):
                 assert block.mask.shape == block.weight.shape, f"layers[{i}].mask shape differs from weight"
                 assert ((block.mask == 0) | (block.mask == 1)).all(), f"layers[{i}].mask is not 0/1"
             if block.bias is not None:
-                assert tuple(block.bias.shape) == (shape[0],), f"layers[{i}].bias is {tuple(block.bias.shape)}"
+                assert tuple(block.bias.shape) == shape[:1], f"layers[{i}].bias is {tuple(block.bias.shape)}"
         for p in net.parameters():
             assert p.is_leaf and p.requires_grad, "every parameter must be a leaf tensor requiring grad"
 
@@ -224,7 +225,10 @@ class LearningRuleConformance(PrincipleConformance):
     def test_learns_after_growth(self, principle_class: Any, config: Any) -> None:
         """Two Net2Wider splits of hidden layer 1 mid-run; new and old weights keep training."""
         watch = _WatchGrowth()
-        t = self.trainer(principle_class, config, trigger=_FireAtSteps(), growth=_SplitUnits())
+        t = self.trainer(principle_class, config, growth=_SplitUnits())
+        n_train = t.task.x_train.shape[0]
+        total = math.ceil(n_train / min(t.recipe.fidelity.batch_size, n_train)) * t.recipe.fidelity.epochs
+        t.p["trigger"] = _FireAtSteps(steps=(max(1, total * 3 // 10), max(2, total * 55 // 100)))
         t.callbacks.append(watch)
         watch.trainer = t
         width = t.net.widths[1]

@@ -111,17 +111,18 @@ def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def synthetic_batch(in_features: int, num_classes: int, batch: int, seed: int) -> tuple[torch.Tensor,
-                                                                                         torch.Tensor]:
+def synthetic_batch(in_features: int, num_classes: int, batch: int,
+                    seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``x`` [batch, in_features] Gaussian, ``y`` [batch] from a fixed random linear teacher."""
     x = torch.randn(batch, in_features, generator=generator(seed))
     teacher = torch.randn(num_classes, in_features, generator=generator(12345))
     return x, (x @ teacher.T).argmax(1)
 
 
-def small_network(seed: int = 0, *, connectivity: str | Principle = "dense", hidden: tuple[int, ...] = (32, 32),
-                  in_features: int = IN_FEATURES, num_classes: int = NUM_CLASSES,
-                  width_cap: int | None = None, activation: str = "relu") -> Network:
+def small_network(seed: int = 0, *, connectivity: str | Principle = "dense",
+                  hidden: tuple[int, ...] = (32, 32), in_features: int = IN_FEATURES,
+                  num_classes: int = NUM_CLASSES, width_cap: int | None = None,
+                  activation: str = "relu") -> Network:
     """A network ``[in_features, *hidden, num_classes]`` built by a connectivity (name or instance)."""
     if isinstance(connectivity, str):
         from principlelab.registry import get_registry

@@ -32,7 +32,7 @@ class Backprop(LearningRule):
                           json_schema_extra={"search": {"low": 1e-4, "high": 3e-2, "log": True}})
         momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum (ignored by Adam)")
         weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty (decoupled for Adam: AdamW)",
-                                    json_schema_extra={"search": {"low": 1e-6, "high": 1e-2, "log": True}})
+                                    json_schema_extra={"search": {"choices": [0.0, 1e-5, 1e-4, 1e-3, 1e-2]}})
 
     optimizer: torch.optim.Optimizer
 

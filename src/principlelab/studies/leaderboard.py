@@ -1,0 +1,399 @@
+"""Queries over the leaderboard database: ranked runs, recipe/principle aggregates, paired comparisons
+and campaign status. Pure functions over a :class:`~principlelab.studies.db.LeaderboardDB`.
+
+Aggregates (mean, sample std, count) are computed in SQL with ``GROUP BY`` (``avg``, ``count`` and a
+sum of squares), so only the top groups travel to Python.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import ColumnElement, Float, cast, func, select
+from sqlalchemy.orm import Session
+
+from principlelab.core.recipe import SLOTS
+from principlelab.errors import ConfigError, UnknownNameError
+from principlelab.studies.db import (
+    RUN_STATUSES,
+    CampaignRow,
+    LeaderboardDB,
+    PromotionRow,
+    RunRow,
+    StudyVersionRow,
+)
+
+METRICS: dict[str, bool] = {
+    "test_accuracy": True,
+    "val_accuracy": True,
+    "objective": True,
+    "growth_event_count": True,
+    "test_loss": False,
+    "val_loss": False,
+    "params": False,
+    "macs": False,
+    "samples_seen": False,
+    "wall_s": False,
+}
+"""Metric columns one can rank by, and whether higher is better (the default sort is best first)."""
+
+GROUP_BYS: tuple[str, ...] = ("run", "recipe", *SLOTS)
+ALPHA = 0.05
+MIN_KEY_PREFIX = 6
+
+RUN_COLUMNS: tuple[str, ...] = (
+    "id", "campaign", "task", "level", "seed", "status", *SLOTS, "recipe_key", "test_accuracy",
+    "val_accuracy", "test_loss", "val_loss", "objective", "params", "macs", "samples_seen", "wall_s",
+    "growth_event_count")
+RECIPE_COLUMNS: tuple[str, ...] = (
+    "recipe_key", "task", "level", "campaign", *SLOTS, "metric", "mean", "std", "count", "best", "params",
+    "macs", "config")
+SLOT_COLUMNS: tuple[str, ...] = (
+    "slot", "principle", "task", "level", "metric", "mean", "std", "count", "recipes", "best", "params",
+    "macs")
+
+
+def result_columns(group_by: str = "run") -> tuple[str, ...]:
+    """The keys (in order) of each dict :func:`query` returns for this ``group_by``."""
+    if group_by == "run":
+        return RUN_COLUMNS
+    return RECIPE_COLUMNS if group_by == "recipe" else SLOT_COLUMNS
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether larger values of ``metric`` are better (UnknownNameError for an unknown metric)."""
+    if metric not in METRICS:
+        raise UnknownNameError("metric", metric, METRICS)
+    return METRICS[metric]
+
+
+# --------------------------------------------------------------------------------------------- query
+
+
+def query(db: LeaderboardDB, *, campaign: str | None = None, task: str | None = None,
+          level: str | None = None, where: dict[str, str] | None = None, group_by: str = "run",
+          metric: str = "test_accuracy", top: int | None = 20, status: str | None = "complete",
+          descending: bool | None = None) -> list[dict[str, Any]]:
+    """The leaderboard: runs (``group_by="run"``), recipes (``"recipe"``) or principles of one slot.
+
+    ``where`` maps slots to principle names (all must match). ``status=None`` includes every status.
+    Rows are sorted best first by ``metric`` (ascending for losses, size, compute and time) unless
+    ``descending`` says otherwise; ``top`` (None or <= 0: all) cuts the list.
+
+    * runs: one dict per run with the keys :data:`RUN_COLUMNS`.
+    * ``"recipe"``: groups by ``(recipe_key, task, level)``; :data:`RECIPE_COLUMNS`, with the slot names
+      and ``config`` (the ``recipe_json``) of one representative run, ``mean``, ``std`` (sample std,
+      0 for one run), ``count`` (runs with a value), ``best`` and mean ``params``/``macs``.
+    * a slot: groups by ``(principle of that slot, task, level)``; :data:`SLOT_COLUMNS`.
+    """
+    higher = higher_is_better(metric)
+    if group_by not in GROUP_BYS:
+        raise UnknownNameError("group-by", group_by, GROUP_BYS)
+    if status is not None and status not in RUN_STATUSES:
+        raise UnknownNameError("status", status, RUN_STATUSES)
+    desc = higher if descending is None else descending
+    limit = top if top is not None and top > 0 else None
+    col = getattr(RunRow, metric)
+    with db.session(write=False) as session:
+        conds = _filters(session, campaign=campaign, task=task, level=level, where=where, status=status)
+        if group_by == "run":
+            return _runs(session, conds, col, desc, limit)
+        if group_by == "recipe":
+            return _by_recipe(session, conds, metric, col, desc, limit)
+        return _by_slot(session, conds, group_by, metric, col, desc, limit)
+
+
+def _filters(session: Session, *, campaign: str | None, task: str | None, level: str | None,
+             where: dict[str, str] | None, status: str | None) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = []
+    if campaign is not None:
+        conds.append(RunRow.campaign_id == _campaign_id(session, campaign))
+    if task is not None:
+        conds.append(RunRow.task == task)
+    if level is not None:
+        conds.append(RunRow.level == level)
+    if status is not None:
+        conds.append(RunRow.status == status)
+    for slot, name in (where or {}).items():
+        if slot not in SLOTS:
+            raise UnknownNameError("slot", slot, SLOTS)
+        column = getattr(RunRow, slot)
+        if session.scalar(select(RunRow.id).where(column == name).limit(1)) is None:
+            known = session.scalars(select(column).where(column.is_not(None)).distinct())
+            raise UnknownNameError(f"{slot} principle (in this leaderboard)", name, known)
+        conds.append(column == name)
+    return conds
+
+
+def _campaign_id(session: Session, name: str) -> int:
+    found = session.scalar(select(CampaignRow.id).where(CampaignRow.name == name))
+    if found is None:
+        raise UnknownNameError("campaign", name, session.scalars(select(CampaignRow.name)))
+    return found
+
+
+def _order(expr: Any, desc: bool) -> Any:
+    return expr.desc() if desc else expr.asc()
+
+
+def _runs(session: Session, conds: list[ColumnElement[bool]], col: Any, desc: bool,
+          limit: int | None) -> list[dict[str, Any]]:
+    columns = [getattr(RunRow, name) for name in RUN_COLUMNS if name != "campaign"]
+    stmt = (select(CampaignRow.name.label("campaign"), *columns)
+            .join(CampaignRow, CampaignRow.id == RunRow.campaign_id).where(*conds)
+            .order_by(col.is_(None), _order(col, desc), RunRow.id).limit(limit))
+    return [{name: row._mapping[name] for name in RUN_COLUMNS} for row in session.execute(stmt)]
+
+
+def _stats_columns(col: Any, desc: bool) -> list[Any]:
+    value = cast(col, Float)
+    return [func.count(col).label("count"), func.avg(value).label("mean"),
+            func.sum(value * value).label("sumsq"),
+            (func.max(value) if desc else func.min(value)).label("best"),
+            func.avg(cast(RunRow.params, Float)).label("params"),
+            func.avg(cast(RunRow.macs, Float)).label("macs")]
+
+
+def _mean_std(row: Any) -> tuple[float, float]:
+    n, mean, sumsq = int(row.count), float(row.mean), float(row.sumsq)
+    if n < 2:
+        return mean, 0.0
+    return mean, math.sqrt(max(0.0, (sumsq - n * mean * mean) / (n - 1)))
+
+
+def _by_recipe(session: Session, conds: list[ColumnElement[bool]], metric: str, col: Any, desc: bool,
+               limit: int | None) -> list[dict[str, Any]]:
+    stmt = (select(RunRow.recipe_key, RunRow.task, RunRow.level, *_stats_columns(col, desc),
+                   func.min(RunRow.id).label("rep_id"))
+            .where(*conds, col.is_not(None))
+            .group_by(RunRow.recipe_key, RunRow.task, RunRow.level)
+            .order_by(_order(func.avg(cast(col, Float)), desc), func.count(col).desc(), RunRow.recipe_key)
+            .limit(limit))
+    groups = session.execute(stmt).all()
+    reps: dict[int, Any] = {}
+    ids = [g.rep_id for g in groups]
+    for start in range(0, len(ids), 500):
+        rows = session.execute(
+            select(RunRow.id, RunRow.recipe_json, CampaignRow.name.label("campaign"),
+                   *[getattr(RunRow, slot) for slot in SLOTS])
+            .join(CampaignRow, CampaignRow.id == RunRow.campaign_id)
+            .where(RunRow.id.in_(ids[start:start + 500])))
+        reps.update({row.id: row for row in rows})
+    out = []
+    for group in groups:
+        rep = reps[group.rep_id]
+        mean, std = _mean_std(group)
+        out.append({"recipe_key": group.recipe_key, "task": group.task, "level": group.level,
+                    "campaign": rep.campaign, **{slot: getattr(rep, slot) for slot in SLOTS},
+                    "metric": metric, "mean": mean, "std": std, "count": int(group.count),
+                    "best": _num(group.best), "params": _num(group.params), "macs": _num(group.macs),
+                    "config": rep.recipe_json})
+    return out
+
+
+def _by_slot(session: Session, conds: list[ColumnElement[bool]], slot: str, metric: str, col: Any,
+             desc: bool, limit: int | None) -> list[dict[str, Any]]:
+    slot_col = getattr(RunRow, slot)
+    stmt = (select(slot_col.label("principle"), RunRow.task, RunRow.level, *_stats_columns(col, desc),
+                   func.count(RunRow.recipe_key.distinct()).label("recipes"))
+            .where(*conds, col.is_not(None))
+            .group_by(slot_col, RunRow.task, RunRow.level)
+            .order_by(_order(func.avg(cast(col, Float)), desc), func.count(col).desc(), slot_col)
+            .limit(limit))
+    out = []
+    for group in session.execute(stmt):
+        mean, std = _mean_std(group)
+        out.append({"slot": slot, "principle": group.principle, "task": group.task, "level": group.level,
+                    "metric": metric, "mean": mean, "std": std, "count": int(group.count),
+                    "recipes": int(group.recipes), "best": _num(group.best), "params": _num(group.params),
+                    "macs": _num(group.macs)})
+    return out
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+# ------------------------------------------------------------------------------------------- compare
+
+
+def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "test_accuracy",
+            task: str | None = None, level: str | None = None) -> dict[str, Any]:
+    """A paired comparison of A and B over matched seeds.
+
+    ``a`` and ``b`` are each ``slot=name`` (every complete run with that principle) or a recipe key (or
+    a unique prefix of at least 6 characters). Runs are matched on ``(task, level, seed)``: for every
+    such cell where both sides have complete runs, the pair is (mean of A's runs, mean of B's runs).
+    The paired t-test (``scipy.stats.ttest_rel``) decides ``significant`` (p < 0.05); the Wilcoxon
+    signed-rank test is added when there are at least 6 pairs and not all differences are zero.
+    ``mean_diff`` is ``mean_b - mean_a``; ``better`` is ``"a"``/``"b"`` when significant, else None.
+    Fewer than 2 pairs is a ConfigError.
+    """
+    higher = higher_is_better(metric)
+    col = getattr(RunRow, metric)
+    with db.session(write=False) as session:
+        campaign_id = _campaign_id(session, campaign)
+        base = [RunRow.campaign_id == campaign_id, RunRow.status == "complete", col.is_not(None)]
+        if task is not None:
+            base.append(RunRow.task == task)
+        if level is not None:
+            base.append(RunRow.level == level)
+        sides = []
+        for name, spec in (("A", a), ("B", b)):
+            label, cond = _side(session, campaign, campaign_id, name, spec)
+            cells = session.execute(
+                select(RunRow.task, RunRow.level, RunRow.seed, func.avg(cast(col, Float)), func.count(col))
+                .where(*base, cond).group_by(RunRow.task, RunRow.level, RunRow.seed)).all()
+            sides.append((label, {(r[0], r[1], r[2]): float(r[3]) for r in cells}, sum(r[4] for r in cells)))
+    (label_a, cells_a, runs_a), (label_b, cells_b, runs_b) = sides
+    keys = sorted(set(cells_a) & set(cells_b))
+    if len(keys) < 2:
+        scope = "".join(f", {k}={v}" for k, v in (("task", task), ("fidelity", level)) if v)
+        raise ConfigError(
+            f"compare: only {len(keys)} (task, fidelity, seed) cell(s) have complete runs with {metric} for "
+            f"both A ({label_a}: {runs_a} runs in {len(cells_a)} cells) and B ({label_b}: {runs_b} runs in "
+            f"{len(cells_b)} cells) in campaign {campaign!r}{scope}; a paired test needs at least 2 — run "
+            "more seeds, or compare at a level where both ran")
+    xa = [cells_a[k] for k in keys]
+    xb = [cells_b[k] for k in keys]
+    diffs = [y - x for x, y in zip(xa, xb)]
+    t_stat = p_t = w_stat = p_w = None
+    from scipy import stats
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if any(d != 0 for d in diffs):
+            res = stats.ttest_rel(xb, xa)
+            t_stat, p_t = _finite(res.statistic), _finite(res.pvalue)
+            if len(keys) >= 6:
+                try:
+                    wres = stats.wilcoxon(xb, xa)
+                    w_stat, p_w = _finite(wres.statistic), _finite(wres.pvalue)
+                except ValueError:
+                    pass
+    n = len(keys)
+    mean_a, mean_b = sum(xa) / n, sum(xb) / n
+    mean_diff = mean_b - mean_a
+    significant = p_t is not None and p_t < ALPHA
+    better = None
+    if significant:
+        better = "b" if (mean_diff > 0) == higher else "a"
+    wil = f", Wilcoxon p={p_w:.3g}" if p_w is not None else ""
+    p_text = f"p={p_t:.3g}" if p_t is not None else "p undefined (all differences zero)"
+    if significant:
+        win, lose = ("B", "A") if better == "b" else ("A", "B")
+        labels = {"A": label_a, "B": label_b}
+        verdict = (f"{win} ({labels[win]}) is better than {lose} ({labels[lose]}) on {metric}: "
+                   f"B {mean_b:.4g} vs A {mean_a:.4g} (B-A {mean_diff:+.4g}) over {n} paired seeds; "
+                   f"significant at p<{ALPHA} by the paired t-test ({p_text}{wil})")
+    else:
+        verdict = (f"no significant difference between A ({label_a}) and B ({label_b}) on {metric}: "
+                   f"A {mean_a:.4g} vs B {mean_b:.4g} (B-A {mean_diff:+.4g}) over {n} paired seeds; "
+                   f"paired t-test {p_text}{wil}")
+    return {"campaign": campaign, "metric": metric, "higher_is_better": higher, "a": label_a, "b": label_b,
+            "n_pairs": n, "runs_a": runs_a, "runs_b": runs_b, "mean_a": mean_a, "mean_b": mean_b,
+            "mean_diff": mean_diff, "t": t_stat, "p_t": p_t, "w": w_stat, "p_w": p_w,
+            "test": "paired t-test", "alpha": ALPHA, "significant": significant, "better": better,
+            "verdict": verdict,
+            "pairs": [{"task": k[0], "level": k[1], "seed": k[2], "a": x, "b": y}
+                      for k, x, y in zip(keys, xa, xb)]}
+
+
+def _side(session: Session, campaign: str, campaign_id: int, name: str,
+          spec: str) -> tuple[str, ColumnElement[bool]]:
+    """``(label, condition)`` for one side of :func:`compare`."""
+    if "=" in spec:
+        slot, _, principle = (part.strip() for part in spec.partition("="))
+        if slot not in SLOTS:
+            raise UnknownNameError("slot", slot, SLOTS)
+        if not principle:
+            raise ConfigError(f"compare: {name} {spec!r} must look like slot=name, e.g. growth=random")
+        return f"{slot}={principle}", getattr(RunRow, slot) == principle
+    spec = spec.strip()
+    if len(spec) < MIN_KEY_PREFIX:
+        raise ConfigError(f"compare: {name} {spec!r} is neither slot=name (e.g. growth=random) nor a "
+                          f"recipe key (give at least {MIN_KEY_PREFIX} characters of it)")
+    keys = list(session.scalars(select(RunRow.recipe_key).distinct().where(
+        RunRow.campaign_id == campaign_id, RunRow.recipe_key.startswith(spec, autoescape=True)).limit(6)))
+    if not keys:
+        raise ConfigError(f"compare: no recipe key starting with {spec!r} in campaign {campaign!r}; "
+                          "plab leaderboard --group-by recipe lists them")
+    if len(keys) > 1:
+        shown = ", ".join(sorted(keys)[:5])
+        raise ConfigError(f"compare: {name} {spec!r} matches several recipe keys ({shown}"
+                          f"{', ...' if len(keys) > 5 else ''}); give more characters")
+    return keys[0], RunRow.recipe_key == keys[0]
+
+
+def _finite(value: Any) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+# -------------------------------------------------------------------------------------------- status
+
+
+def status(db: LeaderboardDB, campaign: str, *, metric: str = "test_accuracy") -> dict[str, Any]:
+    """Per study version (task, level, version) of a campaign: run counts by status, the top 5
+    failure reasons and the best complete run by ``metric``; plus campaign totals and promotions."""
+    higher = higher_is_better(metric)
+    col = getattr(RunRow, metric)
+    with db.session(write=False) as session:
+        row = session.scalar(select(CampaignRow).where(CampaignRow.name == campaign))
+        if row is None:
+            raise UnknownNameError("campaign", campaign, session.scalars(select(CampaignRow.name)))
+        versions = list(session.scalars(
+            select(StudyVersionRow).where(StudyVersionRow.campaign_id == row.id)
+            .order_by(StudyVersionRow.level_index, StudyVersionRow.task, StudyVersionRow.level,
+                      StudyVersionRow.version)))
+        counts: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(RUN_STATUSES, 0))
+        for sv_id, run_status, n in session.execute(
+                select(RunRow.study_version_id, RunRow.status, func.count())
+                .where(RunRow.campaign_id == row.id).group_by(RunRow.study_version_id, RunRow.status)):
+            counts[sv_id][run_status] = int(n)
+        failures: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for sv_id, reason, n in session.execute(
+                select(RunRow.study_version_id, RunRow.failure_reason, func.count().label("n"))
+                .where(RunRow.campaign_id == row.id, RunRow.status == "failed")
+                .group_by(RunRow.study_version_id, RunRow.failure_reason)
+                .order_by(RunRow.study_version_id, func.count().desc(), RunRow.failure_reason)):
+            if len(failures[sv_id]) < 5:
+                failures[sv_id].append({"reason": reason or "(no reason recorded)", "count": int(n)})
+        promotions = session.scalar(select(func.count()).select_from(PromotionRow).join(
+            StudyVersionRow, StudyVersionRow.id == PromotionRow.to_study_version_id)
+            .where(StudyVersionRow.campaign_id == row.id)) or 0
+        by_id = {sv.id: sv for sv in versions}
+        entries = []
+        totals = dict.fromkeys(RUN_STATUSES, 0)
+        for sv in versions:
+            best = session.execute(
+                select(RunRow).where(RunRow.study_version_id == sv.id, RunRow.status == "complete",
+                                     col.is_not(None))
+                .order_by(_order(col, higher), RunRow.id).limit(1)).scalar()
+            sv_counts = counts.get(sv.id, dict.fromkeys(RUN_STATUSES, 0))
+            for key, value in sv_counts.items():
+                totals[key] = totals.get(key, 0) + value
+            parent = by_id.get(sv.parent_id) if sv.parent_id is not None else None
+            entries.append({
+                "id": sv.id, "task": sv.task, "level": sv.level, "level_index": sv.level_index,
+                "version": sv.version, "fingerprint": sv.fingerprint,
+                "optuna_study_name": sv.optuna_study_name, "parent_id": sv.parent_id,
+                "parent_version": None if parent is None else parent.version,
+                "created_at": sv.created_at.isoformat() if sv.created_at else None,
+                "counts": dict(sv_counts), "total": sum(sv_counts.values()),
+                "failures": failures.get(sv.id, []),
+                "best": None if best is None else {
+                    "run_id": best.id, "trial_number": best.trial_number, "seed": best.seed,
+                    "recipe_key": best.recipe_key, **{slot: getattr(best, slot) for slot in SLOTS},
+                    "metric": metric, "value": getattr(best, metric)},
+            })
+    return {"campaign": row.name, "storage": db.masked_url, "file_hash": row.file_hash,
+            "created_at": row.created_at.isoformat() if row.created_at else None, "metric": metric,
+            "totals": {**totals, "total": sum(totals.values())}, "promotions": int(promotions),
+            "study_versions": entries}
+
+
+__all__ = ["GROUP_BYS", "METRICS", "compare", "higher_is_better", "query", "result_columns", "status"]
