@@ -145,9 +145,13 @@ def main(argv: list[str] | None = None) -> int:
               f"database {size_mb:.0f} MiB (+ WAL)")
 
         runner = CliRunner()
+        from principlelab.cli import main as plab
+
+        # through the plab group once the command is registered there, else the command itself
+        command, prefix = (plab, ["leaderboard"]) if "leaderboard" in plab.commands else (leaderboard, [])
 
         def cli() -> list[dict[str, Any]]:
-            res = runner.invoke(leaderboard, ["--storage", url, "--group-by", "recipe", "--json"])
+            res = runner.invoke(command, [*prefix, "--storage", url, "--group-by", "recipe", "--json"])
             if res.exit_code != 0:
                 raise SystemExit(f"CLI failed: {res.output}{res.exception!r}")
             return json.loads(res.stdout)
@@ -170,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
              lambda: compare(db, campaign="alpha", a=best[:8], b="growth=none"), False),
         ]
         failed = False
+        print(f"CLI via {'plab group' if prefix else 'the leaderboard command (not yet in the plab group)'}")
         print(f"{'query':<55} {'median s':>9}  rows")
         for label, fn, must in cases:
             seconds, result = timed(fn, args.repeats)

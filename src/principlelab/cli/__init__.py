@@ -35,11 +35,15 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from principlelab.cli import plugins_cmd, run_cmd
+    from principlelab.cli import campaign_cmd, leaderboard_cmd, plugins_cmd, run_cmd
 
     main.add_command(plugins_cmd.plugins)
     main.add_command(plugins_cmd.tasks)
     main.add_command(run_cmd.run)
+    main.add_command(campaign_cmd.campaign)
+    main.add_command(campaign_cmd.worker)
+    main.add_command(leaderboard_cmd.leaderboard)
+    main.add_command(leaderboard_cmd.compare)
 
 
 _register_commands()

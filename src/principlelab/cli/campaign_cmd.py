@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from principlelab.core.recipe import SLOTS
 from principlelab.studies.campaign import CampaignRunner, LevelProgress, eta_seconds
 
 STORAGE_HELP = ("SQLAlchemy URL of the database (default: the campaign file's storage, else $PRINCIPLELAB_STORAGE, "
@@ -49,7 +51,7 @@ def _worker_entry(name: str, url: str, local_dir: str | None) -> None:
 def _poll(runner: CampaignRunner, display: ProgressDisplay, processes: list[Any]) -> None:
     """Show the workers' progress from the database until they all exit."""
     while any(p.is_alive() for p in processes):
-        for state in runner.db.level_progress(runner.campaign.id):
+        for state in runner.level_progress():
             display(state)
         time.sleep(1.0)
 
@@ -80,7 +82,7 @@ def campaign_run(file: Path, storage: str | None, workers: int, top: int) -> Non
     registry = get_registry(local_dir=file.parent)
     runner = CampaignRunner(spec, text, url, registry=registry, workers=workers, progress=display)
     console.print(f"campaign {spec.name!r}: {len(spec.tasks)} task(s), levels "
-                  f"{' -> '.join(level.name for level in spec.levels)}, storage {runner.db.shown_url}, "
+                  f"{' -> '.join(level.name for level in spec.levels)}, storage {runner.db.masked_url}, "
                   f"{runner.space.size_hint()} principle combinations")
     with display.progress:
         if workers > 1:
@@ -99,14 +101,14 @@ def campaign_run(file: Path, storage: str | None, workers: int, top: int) -> Non
 
 
 def _print_leaderboard(runner: CampaignRunner, level: str, top: int) -> None:
-    from principlelab.cli.leaderboard_cmd import render_rows
+    from principlelab.cli.leaderboard_cmd import leaderboard_table
     from principlelab.studies import leaderboard
 
     for task in runner.spec.tasks:
         rows = leaderboard.query(runner.db, campaign=runner.spec.name, task=task, level=level, group_by="recipe",
                                  metric="test_accuracy", top=top)
-        render_rows(rows, group_by="recipe", metric="test_accuracy",
-                    title=f"leaderboard: {runner.spec.name} / {task} / {level} (test accuracy over seeds)")
+        Console(width=None if sys.stdout.isatty() else 160).print(
+            leaderboard_table(rows, group_by="recipe", metric="test_accuracy"))
 
 
 @campaign.command("status")
@@ -123,9 +125,29 @@ def campaign_status(name: str, storage: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(state, indent=2, default=str))
         return
-    from principlelab.cli.leaderboard_cmd import render_status
-
     render_status(state)
+
+
+def render_status(state: dict[str, Any]) -> None:
+    """Human view of :func:`principlelab.studies.leaderboard.status`."""
+    from rich.table import Table
+
+    totals = state["totals"]
+    click.echo(f"campaign {state['campaign']!r} in {state['storage']}: {totals['total']} runs "
+               f"({', '.join(f'{k} {v}' for k, v in totals.items() if k != 'total' and v)}), "
+               f"{state['promotions']} promotions")
+    table = Table(title="study versions")
+    for column in ("task", "level", "version", "runs", "complete", "pruned", "failed", "best", "top failure"):
+        table.add_column(column)
+    for sv in state["study_versions"]:
+        best = sv["best"]
+        failure = sv["failures"][0] if sv["failures"] else None
+        table.add_row(sv["task"], sv["level"], str(sv["version"]), str(sv["total"]),
+                      str(sv["counts"].get("complete", 0)), str(sv["counts"].get("pruned", 0)),
+                      str(sv["counts"].get("failed", 0)),
+                      "-" if best is None else f"{best['value']:.4f} ({'/'.join(best[s] for s in SLOTS)})",
+                      "-" if failure is None else f"{failure['count']}x {failure['reason'][:60]}")
+    Console().print(table)
 
 
 @click.command()

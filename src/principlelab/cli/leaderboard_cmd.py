@@ -72,36 +72,62 @@ def write_csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
 
 
 def leaderboard_table(rows: list[dict[str, Any]], group_by: str, metric: str) -> Table:
-    """A rich table of :func:`~principlelab.studies.leaderboard.query` rows."""
+    """A rich table of :func:`~principlelab.studies.leaderboard.query` rows.
+
+    Descriptive columns (campaign, task, fidelity, slots) with one value in every row move to the
+    caption, so the table stays readable in a narrow terminal.
+    """
     grouped = group_by != "run"
     title = f"leaderboard by {group_by}: {metric}" + (" (mean ± std over runs)" if grouped else "")
-    table = Table(title=title)
-    table.add_column("#", justify="right")
+    # (header, cell texts, justify, descriptive): descriptive columns may collapse into the caption
+    columns: list[tuple[str, list[str], str, bool]] = []
+
+    def add(head: str, values: list[Any], justify: str = "right", descriptive: bool = False) -> None:
+        columns.append((head, ["-" if v is None else str(v) for v in values], justify, descriptive))
+
+    def col(key: str) -> list[Any]:
+        return [row.get(key) for row in rows]
+
     if group_by == "run":
-        heads = ["campaign", "task", "fidelity", "seed", *SLOTS, metric, "params", "MACs", "wall s", "growth",
-                 "run"]
-    elif group_by == "recipe":
-        heads = ["task", "fidelity", *SLOTS, metric, "n", "params", "MACs", "recipe"]
+        add("campaign", col("campaign"), "left", True)
+    if group_by not in ("run", "recipe"):
+        add(group_by, col("principle"), "left")
+    add("task", col("task"), "left", True)
+    add("fidelity", col("level"), "left", True)
+    if group_by == "run":
+        add("seed", col("seed"))
+    if group_by in ("run", "recipe"):
+        for slot in SLOTS:
+            add(slot, col(slot), "left", True)
+    if grouped:
+        add(metric, [f"{_fmt(r['mean'])} ± {_fmt(r['std'])}" for r in rows])
+        add("n", col("count"))
     else:
-        heads = [group_by, "task", "fidelity", metric, "n", "recipes", "best", "params"]
-    for head in heads:
-        table.add_column(head, justify="right" if head in (metric, "n", "seed", "params", "MACs", "wall s",
-                                                            "growth", "run", "recipes", "best") else "left",
-                         style="bold" if head == metric else None)
-    for rank, row in enumerate(rows, 1):
-        if group_by == "run":
-            cells = [row["campaign"], row["task"], row["level"], row["seed"], *(row[s] for s in SLOTS),
-                     _fmt(row.get(metric)), _fmt(row["params"]), _fmt(row["macs"]), _fmt(row["wall_s"], 2),
-                     row["growth_event_count"], row["id"]]
-        else:
-            stat = f"{_fmt(row['mean'])} ± {_fmt(row['std'])}"
-            if group_by == "recipe":
-                cells = [row["task"], row["level"], *(row[s] for s in SLOTS), stat, row["count"],
-                         _fmt(row["params"], 0), _fmt(row["macs"], 0), row["recipe_key"][:12]]
-            else:
-                cells = [row["principle"], row["task"], row["level"], stat, row["count"], row["recipes"],
-                         _fmt(row["best"]), _fmt(row["params"], 0)]
-        table.add_row(str(rank), *("-" if c is None else str(c) for c in cells))
+        add(metric, [_fmt(v) for v in col(metric)])
+    if group_by not in ("run", "recipe"):
+        add("recipes", col("recipes"))
+        add("best", [_fmt(v) for v in col("best")])
+    add("params", [_fmt(v, 0) for v in col("params")])
+    if group_by in ("run", "recipe"):
+        add("MACs", [_fmt(v, 0) for v in col("macs")])
+    if group_by == "run":
+        add("wall s", [_fmt(v, 2) for v in col("wall_s")])
+        add("events", col("growth_event_count"))
+        add("run", col("id"))
+    elif group_by == "recipe":
+        add("recipe", [str(k)[:12] for k in col("recipe_key")])
+
+    fixed = [(head, values[0]) for head, values, _, descriptive in columns
+             if descriptive and len(rows) > 1 and len(set(values)) == 1]
+    caption = ("all rows: " + ", ".join(f"{head}={value}" for head, value in fixed)) if fixed else None
+    shown = [c for c in columns if not (c[3] and any(c[0] == head for head, _ in fixed))]
+    table = Table(title=title, caption=caption)
+    table.add_column("#", justify="right")
+    for head, _, justify, _ in shown:
+        table.add_column(head, justify=justify,  # type: ignore[arg-type]
+                         style="bold" if head == metric else None, no_wrap=head == metric)
+    for i in range(len(rows)):
+        table.add_row(str(i + 1), *(values[i] for _, values, _, _ in shown))
     return table
 
 

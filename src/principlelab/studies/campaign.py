@@ -14,6 +14,7 @@ Rerunning a campaign continues where it stopped: finished trials are never repea
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import defaultdict
@@ -26,10 +27,17 @@ from optuna.trial import TrialState
 
 from principlelab.core.recipe import SLOTS
 from principlelab.core.tasks import load_task
+from principlelab.errors import UnknownNameError
 from principlelab.studies.campaign_file import CampaignSpec, LevelSpec, file_hash, parse_campaign
 from principlelab.studies.db import LeaderboardDB
 from principlelab.studies.objective import MMAC, LevelContext, Objective
-from principlelab.studies.optuna_setup import HEARTBEAT_GRACE_S, make_pruner, make_sampler, make_storage
+from principlelab.studies.optuna_setup import (
+    HEARTBEAT_GRACE_S,
+    make_pruner,
+    make_sampler,
+    make_storage,
+    retry_callback,
+)
 from principlelab.studies.promotion import Candidate, RankCorrelation, pareto, rank_correlation, top_k
 from principlelab.studies.space import SearchSpace
 
@@ -62,7 +70,7 @@ class StaleTrialRecorder:
 
     def __init__(self, db: LeaderboardDB) -> None:
         self.db = db
-        self.retry = optuna.storages.RetryFailedTrialCallback(max_retry=3, inherit_intermediate_values=False)
+        self.retry = retry_callback(max_retry=3)
         self.contexts: dict[str, LevelContext] = {}
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -105,14 +113,17 @@ class CampaignRunner:
     def from_storage(cls, name: str, url: str, **kwargs: Any) -> CampaignRunner:
         """Join a campaign already in ``url`` (for ``plab worker``): its file is stored there."""
         db = LeaderboardDB(url, create=False)
-        text = db.campaign_file_text(name)
+        row = db.get_campaign(name)
+        if row is None:
+            raise UnknownNameError("campaign", name, db.campaign_names())
+        text = row.spec_json
         return cls(parse_campaign(text, source=f"campaign {name!r} in the database"), text, url, **kwargs)
 
     # ----------------------------------------------------------------------------- studies
     def context(self, task: str, level_index: int) -> LevelContext:
         level = self.spec.levels[level_index]
         version = self.db.get_or_create_study_version(
-            self.campaign.id, task, level.name, level_index, self.space.fingerprint, self.space.describe(),
+            self.campaign.id, task, level.name, level_index, self.space.fingerprint, json.dumps(self.space.describe()),
             make_study_name=lambda v: f"{self.spec.name}/{task}/{level.name}/v{v}")
         ctx = LevelContext(self.spec, task, level_index, level, self.campaign.id, version.id,
                            version.optuna_study_name, self.space, self.registry, self.db)
@@ -124,7 +135,7 @@ class CampaignRunner:
         return optuna.create_study(
             study_name=ctx.study_name, storage=self.storage, load_if_exists=True, direction="maximize",
             sampler=make_sampler(ctx.level, seed, workers=self.workers),
-            pruner=make_pruner(ctx.level, max_resource=self._expected_mmacs(ctx)))
+            pruner=make_pruner(ctx.level, ctx.level_index, max_resource=self._expected_mmacs(ctx)))
 
     def _expected_mmacs(self, ctx: LevelContext) -> int:
         """Training compute of the initial network over the level's epochs, in MMACs (pruner rungs)."""
@@ -182,6 +193,21 @@ class CampaignRunner:
         progress.best = max(values) if values else None
         self.progress(progress)
 
+    def level_progress(self) -> list[LevelProgress]:
+        """Where every (task, level) of the campaign stands, read from the Optuna storage."""
+        states = []
+        for task in self.spec.tasks:
+            for index in range(len(self.spec.levels)):
+                ctx = self.context(task, index)
+                try:
+                    study = optuna.load_study(study_name=ctx.study_name, storage=self.storage)
+                except KeyError:
+                    continue
+                progress = LevelProgress(task, ctx.level.name, 0, ctx.level.trials if index == 0 else None, 0, None)
+                self._update(progress, study.get_trials(deepcopy=False), ctx)
+                states.append(progress)
+        return states
+
     # --------------------------------------------------------------------------- promotion
     def candidates(self, ctx: LevelContext) -> list[Candidate]:
         """Per recipe at a level: mean objective over its complete runs, mean cost, one run id."""
@@ -201,7 +227,7 @@ class CampaignRunner:
             if not self.db.record_promotion(lower.study_version_id, upper.study_version_id, candidate.recipe_key,
                                             candidate.run_id, candidate.value):
                 continue  # another worker promoted it
-            run = self.db.run(candidate.run_id)
+            run = self.db.get_run(candidate.run_id)
             slots = {slot: {"name": getattr(run, slot), "config": getattr(run, f"{slot}_config") or {}}
                      for slot in SLOTS}
             params = self.space.params_for(slots)
@@ -210,7 +236,7 @@ class CampaignRunner:
                                                         "seed": self.spec.seed + offset})
 
     def report_correlation(self, lower: LevelContext, upper: LevelContext) -> RankCorrelation:
-        promoted = self.db.promotions_into(upper.study_version_id)
+        promoted = self.db.promotions(to_study_version_id=upper.study_version_id)
         means = {c.recipe_key: c.value for c in self.candidates(upper)}
         pairs = [(p.source_value, means[p.recipe_key]) for p in promoted if p.recipe_key in means]
         corr = rank_correlation([a for a, _ in pairs], [b for _, b in pairs])

@@ -63,7 +63,12 @@ class LevelSpec(Fidelity):
     trials: int | None = Field(None, ge=1, le=1_000_000, description="sampled trials (first level only)")
     time_budget_s: float | None = Field(None, gt=0, description="stop sampling after this many seconds")
     sampler: Literal["tpe", "random", "qmc"] = "tpe"
-    pruner: Literal["hyperband", "successive_halving", "median", "wilcoxon", "none"] = "hyperband"
+    pruner: Literal["hyperband", "successive_halving", "median", "wilcoxon", "none"] | None = Field(
+        None, description="in-trial pruner; default hyperband at the first level, none at promoted levels")
+
+    def pruner_name(self, level_index: int) -> str:
+        """The pruner in force: the explicit one, else hyperband when sampling and none for promotions."""
+        return self.pruner or ("hyperband" if level_index == 0 else "none")
 
     def fidelity(self) -> Fidelity:
         """The plain :class:`Fidelity` part of this level."""

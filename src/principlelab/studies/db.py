@@ -46,9 +46,11 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    insert,
     inspect,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
@@ -74,7 +76,7 @@ before tables new in this code are created). Version 0 is a database with princi
 
 DEFAULT_STORAGE = "sqlite:///principlelab.db"
 STORAGE_ENV = "PRINCIPLELAB_STORAGE"
-RUN_STATUSES = ("complete", "pruned", "failed")
+RUN_STATUSES = ("complete", "pruned", "failed", "rejected")
 TABLE_PREFIX = "plab_"
 
 
@@ -538,7 +540,7 @@ class LeaderboardDB:
         if run["status"] not in RUN_STATUSES:
             raise ConfigError(f"record_run: status {run['status']!r} must be one of "
                               f"{', '.join(RUN_STATUSES)}")
-        values = {key: None for key in RUN_FIELDS}
+        values: dict[str, Any] = dict.fromkeys(RUN_FIELDS)
         values.update(wall_s=0.0, growth_event_count=len(events))
         values.update({key: _finite_or_none(value) for key, value in run.items()})
 
@@ -689,10 +691,9 @@ def _read_version(conn: Connection) -> int | None:
 
 
 def _write_version(conn: Connection, version: int) -> None:
-    updated = conn.execute(MetaRow.__table__.update().where(MetaRow.key == "schema_version")
-                           .values(value=str(version)))
+    updated = conn.execute(update(MetaRow).where(MetaRow.key == "schema_version").values(value=str(version)))
     if not updated.rowcount:
-        conn.execute(MetaRow.__table__.insert().values(key="schema_version", value=str(version)))
+        conn.execute(insert(MetaRow).values(key="schema_version", value=str(version)))
 
 
 def _safe_rollback(session: Session) -> None:

@@ -150,7 +150,7 @@ def _runs(session: Session, conds: list[ColumnElement[bool]], col: Any, desc: bo
 
 def _stats_columns(col: Any, desc: bool) -> list[Any]:
     value = cast(col, Float)
-    return [func.count(col).label("count"), func.avg(value).label("mean"),
+    return [func.count(col).label("n"), func.avg(value).label("mean"),
             func.sum(value * value).label("sumsq"),
             (func.max(value) if desc else func.min(value)).label("best"),
             func.avg(cast(RunRow.params, Float)).label("params"),
@@ -158,7 +158,7 @@ def _stats_columns(col: Any, desc: bool) -> list[Any]:
 
 
 def _mean_std(row: Any) -> tuple[float, float]:
-    n, mean, sumsq = int(row.count), float(row.mean), float(row.sumsq)
+    n, mean, sumsq = int(row.n), float(row.mean), float(row.sumsq)
     if n < 2:
         return mean, 0.0
     return mean, math.sqrt(max(0.0, (sumsq - n * mean * mean) / (n - 1)))
@@ -188,7 +188,7 @@ def _by_recipe(session: Session, conds: list[ColumnElement[bool]], metric: str, 
         mean, std = _mean_std(group)
         out.append({"recipe_key": group.recipe_key, "task": group.task, "level": group.level,
                     "campaign": rep.campaign, **{slot: getattr(rep, slot) for slot in SLOTS},
-                    "metric": metric, "mean": mean, "std": std, "count": int(group.count),
+                    "metric": metric, "mean": mean, "std": std, "count": int(group.n),
                     "best": _num(group.best), "params": _num(group.params), "macs": _num(group.macs),
                     "config": rep.recipe_json})
     return out
@@ -207,7 +207,7 @@ def _by_slot(session: Session, conds: list[ColumnElement[bool]], slot: str, metr
     for group in session.execute(stmt):
         mean, std = _mean_std(group)
         out.append({"slot": slot, "principle": group.principle, "task": group.task, "level": group.level,
-                    "metric": metric, "mean": mean, "std": std, "count": int(group.count),
+                    "metric": metric, "mean": mean, "std": std, "count": int(group.n),
                     "recipes": int(group.recipes), "best": _num(group.best), "params": _num(group.params),
                     "macs": _num(group.macs)})
     return out

@@ -34,6 +34,7 @@ class PruningCallback(Callback):
     def __init__(self, trial: optuna.Trial, step_kind: str) -> None:
         self.trial, self.step_kind = trial, step_kind
         self.last: EpochReport | None = None
+        self.step = 0
         self.events: list[Any] = []
 
     def on_growth(self, events: list[Any]) -> None:
@@ -41,7 +42,8 @@ class PruningCallback(Callback):
 
     def on_epoch_end(self, report: EpochReport) -> None:
         self.last = report
-        step = report.epoch + 1 if self.step_kind == "epoch" else max(1, report.macs // MMAC)
+        step = report.epoch + 1 if self.step_kind == "epoch" else max(self.step + 1, report.macs // MMAC)
+        self.step = step
         self.trial.report(report.val_accuracy, step)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {report.epoch} at val accuracy {report.val_accuracy:.4f}")
@@ -72,7 +74,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         ctx = self.ctx
         row: dict[str, Any] = {"trial_number": trial.number, "seed": ctx.spec.seed, "status": "failed"}
-        pruning = PruningCallback(trial, pruning_step_kind(ctx.level))
+        pruning = PruningCallback(trial, pruning_step_kind(ctx.level, ctx.level_index))
         try:
             slots, seed = self._choose(trial)
         except ConfigError as exc:  # an incompatible combination: no training, and told PRUNED (see space)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from collections.abc import Callable
@@ -22,6 +23,7 @@ def quiet_optuna() -> None:
     """Optuna logs every trial at INFO and warns that heartbeats are experimental; keep it quiet."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message=".*TPESampler.*is experimental", category=UserWarning)
 
 
 def is_sqlite(url: str) -> bool:
@@ -36,14 +38,26 @@ def check_workers(url: str, workers: int) -> None:
             "and pass --storage postgresql+psycopg://USER:PASSWORD@HOST/DB (see docs/campaigns.md)")
 
 
+def retry_callback(max_retry: int = 3) -> Callable[..., Any]:
+    """Optuna's retry of stale trials: ``RetryHeartbeatStaleTrialCallback`` (4.9+) or its older name."""
+    quiet_optuna()
+    retry_cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+    if retry_cls is None:  # Optuna < 4.9
+        retry_cls = optuna.storages.RetryFailedTrialCallback
+    return retry_cls(max_retry=max_retry, inherit_intermediate_values=False)  # type: ignore[no-any-return]
+
+
 def make_storage(url: str, failed_trial_callback: Callable[..., Any] | None = None) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage on ``url`` with heartbeats (a killed worker's trial is failed and retried)."""
     quiet_optuna()
+    accepted = inspect.signature(optuna.storages.RDBStorage.__init__).parameters
+    callback_arg = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in accepted
+                    else "failed_trial_callback")
     engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}} if is_sqlite(url) else {"pool_pre_ping": True}
     try:
         return optuna.storages.RDBStorage(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
-            grace_period=HEARTBEAT_GRACE_S, failed_trial_callback=failed_trial_callback)
+            grace_period=HEARTBEAT_GRACE_S, **{callback_arg: failed_trial_callback})
     except Exception as exc:  # sqlalchemy errors, missing drivers, bad paths
         shown = make_url(url).render_as_string(hide_password=True)
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -61,26 +75,27 @@ def make_sampler(level: LevelSpec, seed: int, *, workers: int) -> optuna.sampler
         constant_liar=workers > 1)
 
 
-def pruning_step_kind(level: LevelSpec) -> str:
+def pruning_step_kind(level: LevelSpec, level_index: int) -> str:
     """``compute`` (MMACs spent) for rung-based pruners, ``epoch`` for pruners that compare equal steps.
 
     Median and Wilcoxon compare trials at identical step numbers, which compute-valued steps of
     networks of different sizes never share; successive halving and Hyperband compare at rungs.
     """
-    return "compute" if level.pruner in ("hyperband", "successive_halving") else "epoch"
+    return "compute" if level.pruner_name(level_index) in ("hyperband", "successive_halving") else "epoch"
 
 
-def make_pruner(level: LevelSpec, *, max_resource: int) -> optuna.pruners.BasePruner:
+def make_pruner(level: LevelSpec, level_index: int, *, max_resource: int) -> optuna.pruners.BasePruner:
     """The level's pruner. ``max_resource`` is the expected compute (MMACs) of a full trial."""
     min_resource = max(1, max_resource // 27)
-    if level.pruner == "hyperband":
+    name = level.pruner_name(level_index)
+    if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=min_resource, max_resource=max(max_resource, 2),
                                               reduction_factor=3, bootstrap_count=0)
-    if level.pruner == "successive_halving":
+    if name == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource, reduction_factor=3,
                                                       min_early_stopping_rate=0, bootstrap_count=0)
-    if level.pruner == "median":
+    if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1, interval_steps=1, n_min_trials=1)
-    if level.pruner == "wilcoxon":
+    if name == "wilcoxon":
         return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
     return optuna.pruners.NopPruner()

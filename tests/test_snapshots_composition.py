@@ -1,0 +1,150 @@
+"""Composition ``snapshots``: continuity at growth, parts alone, ensemble mean, learning with growth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from principlelab.core.network import Network
+from principlelab.core.recipe import make_recipe
+from principlelab.core.signals import Signals
+from principlelab.core.tasks import load_task
+from principlelab.core.trainer import Trainer
+from principlelab.plugins.composition import snapshots as snapshots_module
+from principlelab.plugins.composition.snapshots import TAG, Snapshots
+from principlelab.plugins.connectivity.dense import Dense
+from principlelab.plugins.growth.random import RandomGrowth
+from principlelab.plugins.learning.backprop import Backprop
+from principlelab.plugins.trigger.every_k import EveryK
+from principlelab.testing import CompositionConformance
+
+
+def _setup(**config: Any) -> tuple[Snapshots, Network, Backprop, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    net = Network([6, 10, 8, 3], generator=gen)
+    comp, rule = Snapshots(config), Backprop(lr=2e-2)
+    comp.build(net, num_classes=3, generator=gen)
+    rule.setup(net, comp)
+    x = torch.randn(24, 6, generator=gen)
+    return comp, net, rule, x, (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+
+
+def _train(comp: Snapshots, net: Network, rule: Backprop, x: torch.Tensor, y: torch.Tensor,
+           steps: int = 5) -> None:
+    signals = Signals(net)
+    for _ in range(steps):
+        rule.step(net, comp, x, y, signals)
+
+
+def _grow(comp: Snapshots, net: Network, rule: Backprop, op: int) -> None:
+    gen = torch.Generator().manual_seed(op)
+    if op % 3 == 0:
+        net.add_units(1 + op % 2, 3, init="zero", generator=gen)
+    elif op % 3 == 1:
+        net.add_units(2, init="split", source_units=[0, 2], noise=0.1, generator=gen)
+    else:
+        net.add_layer(1, generator=gen)  # identity layer: function-preserving under ReLU
+    remap = net.pop_param_remap()
+    comp.on_growth(net, remap)
+    rule.on_growth(net, comp, remap)
+
+
+@pytest.mark.parametrize("decay", [1.0, 0.5])
+def test_residual_output_unchanged_across_growth(decay: float) -> None:
+    comp, net, rule, x, y = _setup(refinement_decay=decay, max_snapshots=3)
+    at_growth = []
+    for op in range(5):  # the last two events exceed max_snapshots and add no snapshot
+        _train(comp, net, rule, x, y)
+        with torch.no_grad():
+            before, live = comp.forward(net, x), net.forward(x)
+        _grow(comp, net, rule, op)
+        with torch.no_grad():
+            torch.testing.assert_close(comp.forward(net, x), before, atol=1e-5, rtol=0)
+        at_growth.append(live)
+    assert len(comp.snapshots) == 3 and all(s.tag.startswith(TAG) for s in comp.snapshots)
+    assert not torch.allclose(comp.gates.detach()[:3], decay ** torch.arange(3.0)), "gates did not learn"
+    parts = comp.evaluate_parts(net, x)
+    for k in range(3):  # each snapshot alone computes the network as it was at its growth event
+        torch.testing.assert_close(parts[k], at_growth[k], atol=1e-5, rtol=0)
+
+
+def test_parts_evaluable_alone_and_frozen() -> None:
+    comp, net, rule, x, y = _setup()
+    _train(comp, net, rule, x, y)
+    _grow(comp, net, rule, 0)
+    frozen = [t.detach().clone() for t in comp.snapshots[0].network.parameters()]
+    _train(comp, net, rule, x, y)
+    for old, now in zip(frozen, comp.snapshots[0].network.parameters(), strict=True):
+        assert torch.equal(old, now), "a snapshot was trained"
+    net.forward(x[:4])
+    kept = net.hidden
+    parts = comp.evaluate_parts(net, x)
+    assert net.hidden is kept, "evaluate_parts must leave the live network's hidden activations"
+    assert len(parts) == 2 and all(p.shape == (24, 3) and not p.requires_grad for p in parts)
+    torch.testing.assert_close(parts[0], comp.snapshots[0].network.forward(x).detach())
+    torch.testing.assert_close(parts[1], net.forward(x).detach())
+    levels = comp.evaluate_levels(net, x)
+    g = comp.gates.detach()
+    torch.testing.assert_close(levels[0], g[0] * parts[0])
+    torch.testing.assert_close(levels[-1], comp.forward(net, x).detach())
+    assert comp.forward_macs(net) == comp.snapshots[0].network.forward_macs() > 0
+
+
+def test_fixed_unit_gates_telescope_to_live() -> None:
+    comp, net, rule, x, y = _setup(learn_gates=False)
+    assert comp.parameters() == []
+    for op in range(3):
+        _train(comp, net, rule, x, y)
+        _grow(comp, net, rule, op)
+    _train(comp, net, rule, x, y)
+    torch.testing.assert_close(comp.forward(net, x).detach(), net.forward(x).detach(), atol=1e-5, rtol=0)
+
+
+def test_ensemble_is_mean_of_parts() -> None:
+    comp, net, rule, x, y = _setup(mode="ensemble")
+    assert comp.parameters() == []
+    for op in range(2):
+        _train(comp, net, rule, x, y)
+        _grow(comp, net, rule, op)
+    _train(comp, net, rule, x, y)
+    parts = comp.evaluate_parts(net, x)
+    assert len(parts) == 3
+    torch.testing.assert_close(comp.forward(net, x).detach(), torch.stack(parts).mean(0))
+    levels = comp.evaluate_levels(net, x)
+    torch.testing.assert_close(levels[1], (parts[0] + parts[1]) / 2)
+
+
+def test_registers() -> None:
+    registered: list[type] = []
+    snapshots_module.register_compositions(registered.append)
+    assert registered == [Snapshots]
+
+
+@pytest.mark.parametrize("mode", ["residual", "ensemble"])
+def test_learns_digits_with_growth(mode: str) -> None:
+    recipe = make_recipe({"task": "digits", "seed": 0, "fidelity": {"epochs": 10},
+                          "network": {"hidden": (32,)}})
+    task = load_task("digits", fidelity=recipe.fidelity, seed=0)
+    comp = Snapshots(mode=mode)
+    principles = {"connectivity": Dense(), "learning": Backprop(), "trigger": EveryK(k=2),
+                  "growth": RandomGrowth(units=8), "composition": comp}
+    trainer = Trainer(recipe, principles, task)
+    result = trainer.run()
+    assert len(result.growth_events) == 4 and len(comp.snapshots) == 4
+    assert result.widths[1] == 64
+    assert result.test_accuracy > 0.9, result.test_accuracy
+    parts = comp.evaluate_parts(trainer.net, task.x_test)
+    accuracies = [float((p.argmax(1) == task.y_test).float().mean()) for p in parts]
+    assert all(a > 0.6 for a in accuracies), accuracies
+
+
+class TestSnapshotsConformance(CompositionConformance):
+    @pytest.fixture
+    def principle_class(self) -> type:
+        return Snapshots
+
+    @pytest.fixture(params=[{}, {"mode": "ensemble"}, {"refinement_decay": 0.5, "learn_gates": False}])
+    def config(self, request: pytest.FixtureRequest) -> dict[str, Any]:
+        return dict(request.param)
