@@ -161,11 +161,13 @@ def test_no_gradient_crosses_layers() -> None:
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     x0, base = ff._first_base(net, x)
     hidden = ff._hidden(net, x0, base + ff._label_term(labels))
-    last = goodness(hidden[2]).sum()
-    below = [ff.embedding, *net.layers[0].tensors(), *net.layers[1].tensors()]
-    grads = torch.autograd.grad(last, [*below, net.layers[2].weight], allow_unused=True)
-    assert all(g is None for g in grads[:-1]), "layer 3's goodness reaches the weights below it"
-    assert grads[-1] is not None and bool(grads[-1].abs().sum() > 0)
+    layer_params = [[ff.embedding, *net.layers[0].tensors()], net.layers[1].tensors(), net.layers[2].tensors()]
+    for k in (2, 3):
+        below = [t for params in layer_params[:k - 1] for t in params]
+        grads = torch.autograd.grad(goodness(hidden[k - 1]).sum(), [*below, net.layers[k - 1].weight],
+                                    allow_unused=True, retain_graph=True)
+        assert all(g is None for g in grads[:-1]), f"layer {k}'s goodness reaches the weights below it"
+        assert grads[-1] is not None and bool(grads[-1].abs().sum() > 0)
     # a training step: each layer's gradient is that of its own loss alone; the output layer is idle
     out_before = net.layers[-1].weight.detach().clone()
     ff.step(net, COMP, x, labels, Signals(net))
@@ -174,7 +176,7 @@ def test_no_gradient_crosses_layers() -> None:
 
 
 def test_step_gradient_equals_own_layer_loss() -> None:
-    """The summed loss's gradient on layer 2 equals layer 2's loss alone (nothing leaks in from others)."""
+    """The summed loss's gradient on each layer equals its own loss's alone (nothing leaks across)."""
     net = Network([4, 5, 5, 3], generator=torch.Generator().manual_seed(1))
     twin = net.copy()
     ff = ForwardForward(lr=1e-3)
@@ -191,11 +193,14 @@ def test_step_gradient_equals_own_layer_loss() -> None:
         ref.embedding.copy_(embedding)
     x0, base = ref._first_base(twin, torch.cat([x, x]))
     hidden = ref._hidden(twin, x0, base + ref._label_term(torch.cat([y, wrong])))
-    g = goodness(hidden[1])
-    own = layer_loss(g[:6], g[6:], ref.config.theta_per_unit * 5)
-    (grad,) = torch.autograd.grad(own, [twin.layers[1].weight])
-    assert net.layers[1].weight.grad is not None
-    torch.testing.assert_close(net.layers[1].weight.grad, grad)
+    for k in (1, 2):
+        g = goodness(hidden[k - 1])
+        own = layer_loss(g[:6], g[6:], ref.config.theta_per_unit * 5)
+        mine = [twin.layers[k - 1].weight] + ([ref.embedding] if k == 1 else [])
+        theirs = [net.layers[k - 1].weight] + ([ff.embedding] if k == 1 else [])
+        for want, p in zip(torch.autograd.grad(own, mine, retain_graph=True), theirs):
+            assert p.grad is not None
+            torch.testing.assert_close(p.grad, want, msg=f"layer {k}: gradient is not its own loss's")
 
 
 # ------------------------------------------------------------------------------------ training
@@ -258,6 +263,7 @@ def test_growth_mid_training_trains_new_units() -> None:
     assert ff.optimizer.state[old_w1], "no optimizer state before growth"
     old_exp_avg = ff.optimizer.state[old_w1]["exp_avg"].clone()
     old_embedding = ff.embedding.detach().clone()
+    old_embedding_avg = ff.optimizer.state[ff.embedding]["exp_avg"].clone()
     net.add_units(1, init="split", source_units=list(range(8)), noise=0.05,
                   generator=torch.Generator().manual_seed(1))
     net.add_units(2, 4, init="zero", generator=torch.Generator().manual_seed(2))
@@ -268,6 +274,8 @@ def test_growth_mid_training_trains_new_units() -> None:
     new_w1 = net.layers[0].weight
     state = ff.optimizer.state[new_w1]
     assert torch.equal(state["exp_avg"][:48], old_exp_avg) and not bool(state["exp_avg"][48:].any())
+    moments = ff.optimizer.state[ff.embedding]["exp_avg"]
+    assert torch.equal(moments[:48], old_embedding_avg) and not bool(moments[48:].any()), "E's state lost"
     assert {id(p) for p in ff.optimizer.param_groups[0]["params"]} == {id(p) for p in ff._params(net)}
     after = (net.layers[0].weight.detach().clone(), ff.embedding.detach().clone(),
              net.layers[1].weight.detach().clone())

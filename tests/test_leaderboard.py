@@ -536,8 +536,8 @@ def test_status_per_study_version(filled):
     coarse, coarse_mnist, fine = report["study_versions"]
     assert (coarse["task"], coarse["level"], coarse["version"]) == ("digits", "coarse", 1)
     assert (coarse_mnist["task"], fine["level"]) == ("mnist1d", "fine")
-    assert coarse_mnist["counts"] == {"complete": 24, "pruned": 0, "failed": 0}
-    assert coarse["counts"] == {"complete": 24, "pruned": 1, "failed": 2} and coarse["total"] == 27
+    assert coarse_mnist["counts"] == {"complete": 24, "pruned": 0, "failed": 0, "rejected": 0}
+    assert coarse["counts"] == {"complete": 24, "pruned": 1, "failed": 2, "rejected": 0} and coarse["total"] == 27
     assert coarse["failures"] == [{"reason": "loss became NaN", "count": 2}]
     assert coarse["best"]["recipe_key"] == "aaaaaa2222" and coarse["best"]["growth"] == "split"
     assert fine["best"]["value"] == 0.95
