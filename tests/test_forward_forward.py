@@ -161,7 +161,7 @@ def test_no_gradient_crosses_layers() -> None:
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     x0, base = ff._first_base(net, x)
     hidden = ff._hidden(net, x0, base + ff._label_term(labels))
-    layer_params = [[ff.embedding, *net.layers[0].tensors()], net.layers[1].tensors(), net.layers[2].tensors()]
+    layer_params = [[ff.embedding, *net.layers[0].tensors()], *(b.tensors() for b in net.layers[1:3])]
     for k in (2, 3):
         below = [t for params in layer_params[:k - 1] for t in params]
         grads = torch.autograd.grad(goodness(hidden[k - 1]).sum(), [*below, net.layers[k - 1].weight],

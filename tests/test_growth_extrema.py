@@ -67,7 +67,8 @@ def _x(net: Network) -> torch.Tensor:
     return torch.randn(16, net.widths[0], generator=torch.Generator().manual_seed(7))
 
 
-def _grow(rule: ExtremaGrowth, net: Network, signals: Signals, seed: int = 0) -> tuple[list[GrowthEvent], float]:
+def _grow(rule: ExtremaGrowth, net: Network, signals: Signals,
+          seed: int = 0) -> tuple[list[GrowthEvent], float]:
     """Grow; return the events and how far the output on a fixed batch moved."""
     x, kept = _x(net), net.hidden
     with torch.no_grad():
@@ -183,7 +184,8 @@ def test_vertical_clone_down_clones_the_strongest_input() -> None:
     net = _net([5, 6, 7, 6, 3], "tanh")
     strongest = int(net.layers[1].weight[3].detach().abs().argmax())
     expected = 0.7 * net.layers[0].weight[strongest].detach().clone()
-    events, moved = _grow(ExtremaGrowth(clone_direction="down", noise=0.0), net, _pinned(net, {(2, 3): -0.99}))
+    rule = ExtremaGrowth(clone_direction="down", noise=0.0)
+    events, moved = _grow(rule, net, _pinned(net, {(2, 3): -0.99}))
     (event,) = events
     assert (event.operation, event.layer, event.source_units) == ("add_units:clone", 1, (strongest,))
     assert event.details["targets"] == [[2, 3]] and net.widths == [5, 7, 7, 6, 3] and moved <= 1e-6

@@ -541,7 +541,7 @@ def test_status_per_study_version(filled):
     assert coarse["failures"] == [{"reason": "loss became NaN", "count": 2}]
     assert coarse["best"]["recipe_key"] == "aaaaaa2222" and coarse["best"]["growth"] == "split"
     assert fine["best"]["value"] == 0.95
-    assert report["totals"] == {"complete": 49, "pruned": 1, "failed": 2, "total": 52}
+    assert report["totals"] == {"complete": 49, "pruned": 1, "failed": 2, "rejected": 0, "total": 52}
     with pytest.raises(UnknownNameError):
         status(db, "nope")
 

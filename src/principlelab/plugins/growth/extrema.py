@@ -53,14 +53,15 @@ class ExtremaGrowth(GrowthRule):
     class Config(OperatorConfig):
         mode: Mode = Field("auto", description="which units count as extremal")
         eps: float = Field(0.05, gt=0.0, lt=0.5,
-                           description="distance from the bound (tanh/sigmoid units; ReLU: fraction of the max)",
+                           description="distance from the bound (tanh/sigmoid: units; ReLU: share of max)",
                            json_schema_extra={"search": {"low": 0.02, "high": 0.25, "log": True}})
         min_fraction: float = Field(0.5, gt=0.0, le=1.0,
                                     description="saturation/always_max: batch fraction at the extreme",
                                     json_schema_extra={"search": {"low": 0.1, "high": 0.9}})
         dead_fraction: float = Field(0.9, ge=0.0, lt=1.0, description="dead: batch fraction (exclusive) at 0",
                                      json_schema_extra={"search": {"low": 0.5, "high": 0.99}})
-        percentile: float = Field(5.0, gt=0.0, le=50.0, description="percentile: top/bottom % of mean activation",
+        percentile: float = Field(5.0, gt=0.0, le=50.0,
+                                  description="percentile: top/bottom % of mean activation",
                                   json_schema_extra={"search": {"low": 1.0, "high": 20.0}})
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]

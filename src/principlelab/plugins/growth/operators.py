@@ -64,7 +64,7 @@ class OperatorConfig(PrincipleConfig):
     operator: Literal["vertical_clone", "split", "highway"] = Field(
         "vertical_clone", description="what is added at the selected units")
     clone_direction: Literal["up", "down", "both"] = Field(
-        "up", description="vertical_clone: relay in the layer above, clone of the strongest input below, or both")
+        "up", description="vertical_clone: relay in the layer above, clone of the strongest input below")
     clone_scale: float = Field(0.7, gt=0.0, le=2.0, description="vertical_clone: relay/clone weight scale",
                                json_schema_extra={"search": {"low": 0.25, "high": 1.0}})
     noise: float = Field(0.05, ge=0.0, le=0.5,

@@ -84,7 +84,7 @@ class ForwardForward(LearningRule):
         lr: float = Field(3e-3, gt=0.0, le=1.0, description="AdamW learning rate of every hidden layer",
                           json_schema_extra={"search": {"low": 5e-4, "high": 1e-2, "log": True}})
         weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="decoupled (AdamW) weight decay",
-                                    json_schema_extra={"search": {"low": 1e-6, "high": 1e-2, "log": True}})
+                                    json_schema_extra={"search": {"choices": [0.0, 1e-5, 1e-4, 1e-3, 1e-2]}})
         theta_per_unit: float = Field(
             0.2, gt=0.0, le=100.0, description="goodness threshold per unit: theta_k = this * width_k",
             json_schema_extra={"search": {"low": 0.05, "high": 1.0, "log": True}})
