@@ -369,3 +369,17 @@ class TestForwardForwardConformance(LearningRuleConformance):
     @pytest.fixture
     def principle_class(self) -> type:
         return ForwardForward
+
+
+def test_predict_in_chunks_matches_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    import principlelab.plugins.learning.forward_forward as module
+
+    net = Network([6, 8, 8, 3], generator=torch.Generator().manual_seed(0))
+    ff = ForwardForward()
+    ff.setup(net, COMP)
+    x = torch.randn(10, 6, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        whole = ff.predict(net, COMP, x)
+        monkeypatch.setattr(module, "PREDICT_ROWS", 9)  # 3 samples (9 rows) per pass
+        chunked = ff.predict(net, COMP, x)
+    torch.testing.assert_close(chunked, whole)

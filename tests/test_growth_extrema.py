@@ -260,6 +260,18 @@ def test_highway_low_to_high_hops_and_init() -> None:
     assert torch.count_nonzero(loud.skips[(1, 3)].effective_weight()) == 1
 
 
+def test_highway_sends_each_route_to_the_least_loaded_low() -> None:
+    net = _net([5, 6, 7, 6, 5, 3], "tanh")
+    rule = ExtremaGrowth(operator="highway", top_fraction=1.0)
+    pins = {(1, 1): 0.99, (1, 2): 0.99, (3, 0): -0.99, (3, 5): -0.99}
+    events, _ = _grow(rule, net, _pinned(net, pins))
+    assert events[-1].details["routes"] == [[1, 0], [2, 5]]  # not both onto one low unit
+    net.skips[(1, 3)].mask[0, 3] = 1.0  # (3, 0) now has two incoming routes, (3, 5) one
+    net._changed()
+    events, _ = _grow(rule, net, _pinned(net, {(1, 4): 0.99, (3, 0): -0.99, (3, 5): -0.99}, step=1))
+    assert events[-1].details["routes"] == [[4, 5]]
+
+
 def test_highway_skips_frozen_destinations() -> None:
     net = _net([5, 6, 7, 6, 5, 3], "tanh")
     net.freeze(3, [4])

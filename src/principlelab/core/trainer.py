@@ -136,8 +136,9 @@ class Trainer:
 
     def _after_structure_change(self, events: list[GrowthEvent]) -> None:
         remap = self.net.pop_param_remap()
-        if remap:
+        if remap or events:  # compositions also hear about shape-free changes (snapshots, rewiring)
             self.composition.on_growth(self.net, remap)
+        if remap:
             self.learning.on_growth(self.net, self.composition, remap)
         if events:
             self.events.extend(events)

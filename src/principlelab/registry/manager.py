@@ -48,6 +48,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "principlelab.plugins.growth.none",
     "principlelab.plugins.growth.random",
     "principlelab.plugins.composition.sequential",
+    "principlelab.plugins.composition.capsule_routing",
+    "principlelab.plugins.composition.snapshots",
 )
 """The built-in plugin modules, registered exactly like third-party ones."""
 

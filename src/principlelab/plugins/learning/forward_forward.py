@@ -50,6 +50,8 @@ from principlelab.registry.hookspecs import hookimpl
 
 Norm = Literal["unit_sqrt_dim", "unit", "none"]
 NORM_EPS = 1e-6
+PREDICT_ROWS = 16384
+"""Most rows (samples times labels) one prediction pass runs at once."""
 
 
 def normalise(h: torch.Tensor, mode: str) -> torch.Tensor:
@@ -120,9 +122,11 @@ class ForwardForward(LearningRule):
         seed = cfg.seed if cfg.seed is not None else torch.initial_seed()
         self.generator = torch.Generator().manual_seed(seed)
         width, classes = net.widths[1], net.widths[-1]
+        assert classes >= 2, f"forward_forward needs at least 2 classes for negative labels, got {classes}"
         bound = 1.0 / classes**0.5  # nn.Linear's init for the C label inputs
         init = torch.Generator().manual_seed((seed + 1) % 2**64)
-        self.embedding = ((torch.rand(width, classes, generator=init) * 2 - 1) * bound).requires_grad_()
+        embedding = (torch.rand(width, classes, generator=init) * 2 - 1) * bound
+        self.embedding = embedding.to(net.layers[0].weight).requires_grad_()
         self._first_block: Block = net.layers[0]
         self.optimizer = _adamw(self._params(net), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -133,11 +137,11 @@ class ForwardForward(LearningRule):
         old, width = self.embedding, net.widths[1]
         if net.layers[0] is not self._first_block:  # add_layer(after=0): a new first layer
             self._first_block = net.layers[0]
-            self.embedding = torch.zeros(width, old.shape[1]).requires_grad_()
+            self.embedding = old.new_zeros(width, old.shape[1]).requires_grad_()
             ours.added.append(self.embedding)
         elif old.shape[0] != width:
             assert old.shape[0] < width, f"hidden layer 1 shrank from {old.shape[0]} to {width} units"
-            rows = torch.zeros(width - old.shape[0], old.shape[1])
+            rows = old.new_zeros(width - old.shape[0], old.shape[1])
             self.embedding = torch.cat([old.detach(), rows]).requires_grad_()
             ours.record(old, self.embedding)
         params = self._params(net)
@@ -182,16 +186,18 @@ class ForwardForward(LearningRule):
     def step(self, net: Network, composition: Composition, x: torch.Tensor, y: torch.Tensor,
              signals: Signals) -> torch.Tensor:
         classes = net.widths[-1]
-        wrong = (y + torch.randint(1, classes, y.shape, generator=self.generator)) % classes
+        offset = torch.randint(1, classes, y.shape, generator=self.generator).to(y.device)
+        wrong = (y + offset) % classes  # uniform over the C - 1 wrong labels
         self.optimizer.zero_grad(set_to_none=True)
         x0, base = self._first_base(net, x)
         z1 = torch.cat([base, base]) + self._label_term(torch.cat([y, wrong]))
         hidden = self._hidden(net, torch.cat([x0, x0]), z1)
         batch = x.shape[0]
-        loss = torch.zeros(())
+        losses = []
         for k, h in enumerate(hidden, start=1):
             g = goodness(h)
-            loss = loss + layer_loss(g[:batch], g[batch:], self.config.theta_per_unit * net.widths[k])
+            losses.append(layer_loss(g[:batch], g[batch:], self.config.theta_per_unit * net.widths[k]))
+        loss = torch.stack(losses).sum()  # each layer's gradient is its own loss's: inputs are detached
         loss.backward()
         if signals.wants_grad_norms:
             signals.record_grad_norms(net)
@@ -207,7 +213,17 @@ class ForwardForward(LearningRule):
         return loss.detach()
 
     def predict(self, net: Network, composition: Composition, x: torch.Tensor) -> torch.Tensor:
-        """Goodness [B, C] of every label, summed over the hidden layers (see the module docstring)."""
+        """Goodness [B, C] of every label, summed over the hidden layers (see the module docstring).
+
+        All labels run as one batch of C*B rows; ``x`` is cut so a batch stays under
+        :data:`PREDICT_ROWS` rows (bounding the memory of large evaluation chunks).
+        """
+        step = max(1, PREDICT_ROWS // net.widths[-1])
+        if x.shape[0] > step:
+            return torch.cat([self._predict(net, x[i:i + step]) for i in range(0, x.shape[0], step)])
+        return self._predict(net, x)
+
+    def _predict(self, net: Network, x: torch.Tensor) -> torch.Tensor:
         classes, batch = net.widths[-1], x.shape[0]
         x0, base = self._first_base(net, x)
         label = self.config.label_scale * self.embedding.t()  # [C, width_1]
