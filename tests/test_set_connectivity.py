@@ -24,7 +24,8 @@ def build(seed: int = 0, **config: Any) -> Network:
                               generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():  # distinct magnitudes, as after training
         for block in net.layers:
-            block.weight.copy_(torch.randn(block.weight.shape, generator=torch.Generator().manual_seed(seed + 9)))
+            gen = torch.Generator().manual_seed(seed + 9)
+            block.weight.copy_(torch.randn(block.weight.shape, generator=gen))
     return net
 
 
@@ -41,7 +42,8 @@ def test_rewire_drops_smallest_and_regrows_at_inactive_positions(zeta: float) ->
     net = build()
     before = [(b.mask.clone(), b.weight.detach().clone()) for b in net.layers[:-1]]
     version = net.version
-    events = SET(zeta=zeta).rewire(net, epoch=0, generator=torch.Generator().manual_seed(1))
+    rule = SET(zeta=zeta, regrow_init="zero")
+    events = rule.rewire(net, epoch=0, generator=torch.Generator().manual_seed(1))
     assert net.version > version and [e.layer for e in events] == [1, 2]
     assert all(e in net.events for e in events)
     for (mask0, w0), block, event in zip(before, net.layers[:-1], events):

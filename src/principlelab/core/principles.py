@@ -111,6 +111,10 @@ class LearningRule(Principle):
         """Training multiply-accumulates per sample: forward plus backward (about 2x forward)."""
         return 3 * (net.forward_macs() + composition.forward_macs(net))
 
+    def eval_macs_per_sample(self, net: Network, composition: Composition) -> int:
+        """Multiply-accumulates per evaluated sample (default: one forward pass)."""
+        return net.forward_macs() + composition.forward_macs(net)
+
     def on_growth(self, net: Network, composition: Composition, remap: ParamRemap) -> None:
         """The network changed shape: carry optimizer state of existing weights over (see remap)."""
 

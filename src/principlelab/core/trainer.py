@@ -181,7 +181,7 @@ class Trainer:
                 event.principle = self.p["connectivity"].name
             self._after_structure_change(rewired)
             val_loss, val_acc = evaluate(learning, net, composition, task.x_val, task.y_val)
-            signals.eval_macs += task.x_val.shape[0] * (net.forward_macs() + composition.forward_macs(net))
+            signals.eval_macs += task.x_val.shape[0] * learning.eval_macs_per_sample(net, composition)
             if not math.isfinite(val_loss):
                 raise TrainingDiverged(f"validation loss became {val_loss} in epoch {epoch}")
             for event in self._awaiting_loss_after:
@@ -199,7 +199,7 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_epoch_end(report)
         test_loss, test_acc = evaluate(learning, net, composition, task.x_test, task.y_test)
-        signals.eval_macs += task.x_test.shape[0] * (net.forward_macs() + composition.forward_macs(net))
+        signals.eval_macs += task.x_test.shape[0] * learning.eval_macs_per_sample(net, composition)
         last = reports[-1]
         result = RunResult(
             recipe=recipe, test_accuracy=test_acc, test_loss=test_loss, val_accuracy=last.val_accuracy,

@@ -43,6 +43,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "principlelab.plugins.connectivity.dense",
     "principlelab.plugins.connectivity.sparse_random",
     "principlelab.plugins.learning.backprop",
+    "principlelab.plugins.learning.forward_forward",
     "principlelab.plugins.trigger.never",
     "principlelab.plugins.trigger.every_k",
     "principlelab.plugins.growth.none",

@@ -7,9 +7,10 @@ Rewire, at the end of every ``every``-th epoch, per sparse block: drop the ``zet
 (``floor(zeta * active)``) of active connections with the smallest ``|w|`` (ties broken by position)
 and regrow as many at positions drawn uniformly from those inactive *before* the drop, so the number
 of active connections (the density) is unchanged. Dropped weights are zeroed. Regrown weights start
-at 0 (``regrow_init="zero"``, as in the authors' Keras implementation and RigL: the regrowth adds
-nothing to the function) or at ``N(0, regrow_std^2)`` (``"normal"``, the authors' sparse-Python
-implementation uses randn/10). Dropping non-zero weights changes the function, so an event says
+at ``N(0, regrow_std^2)`` (default ``regrow_init="normal"``, std 0.1: the paper's "new random
+weights", the authors' sparse implementation's randn/10) or at 0 (``"zero"``, the authors' Keras
+implementation and RigL: the regrowth adds nothing to the function, but a zero weight is the first
+candidate for the next drop). Dropping non-zero weights changes the function, so an event says
 ``function_preserving`` only if every dropped weight was 0 and the regrowth was zero-initialised.
 Incoming connections of frozen units are never rewired. One event per rewired block: operation
 ``rewire``, ``layer`` = the unit layer it feeds, ``details = {dropped, regrown, block, active,
@@ -78,7 +79,7 @@ class SET(Connectivity):
                             json_schema_extra={"search": {"low": 0.05, "high": 0.5}})
         every: int = Field(1, ge=1, le=1000, description="rewire at the end of every this many epochs")
         regrow_init: Literal["zero", "normal"] = Field(
-            "zero", description="initial value of a regrown weight",
+            "normal", description="initial value of a regrown weight",
             json_schema_extra={"search": {"choices": ["zero", "normal"]}})
         regrow_std: float = Field(0.1, gt=0.0, le=10.0, description="std of regrown weights ('normal')")
         sparse_output: bool = Field(False, description="also sparsify and rewire the output layer")
@@ -91,7 +92,8 @@ class SET(Connectivity):
         for i, block in enumerate(net.layers):
             if i == last and not self.config.sparse_output:
                 continue
-            block.mask = random_mask(*block.weight.shape, density, generator)
+            n_out, n_in = block.weight.shape
+            block.mask = random_mask(n_out, n_in, density, generator)
             with torch.no_grad():
                 block.weight.mul_(density**-0.5)
         net._changed()

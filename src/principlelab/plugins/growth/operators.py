@@ -226,7 +226,7 @@ def _highways(net: Network, targets: list[Target], pool: list[Target], cfg: Oper
                 continue
             for d in free:
                 load.setdefault((dst, d.unit), _fan_in(net, dst, d.unit))
-            best = min(free, key=lambda d: (-d.unit,))
+            best = min(free, key=lambda d: (load[(dst, d.unit)], -d.severity, d.unit))
             routes[(t.layer, dst)].append((t.unit, best.unit))
             load[(dst, best.unit)] += 1
             count += 1

@@ -261,6 +261,10 @@ class ForwardForward(LearningRule):
         first, rest = self._hidden_macs(net)
         return 2 * (first + 2 * rest) + 2 * net.widths[1]
 
+    def eval_macs_per_sample(self, net: Network, composition: Composition) -> int:
+        """Evaluation runs one pass per class label (see :meth:`predict_macs_per_sample`)."""
+        return self.predict_macs_per_sample(net)
+
     def predict_macs_per_sample(self, net: Network) -> int:
         """Prediction MACs per sample: the first block once, every other hidden block C times."""
         first, rest = self._hidden_macs(net)

@@ -230,21 +230,21 @@ class SignalEconomy(Trigger):
         cfg = self.config
         if (self.cit_bought < cfg.max_cit_per_cycle and self.credits >= self.price
                 and self.values["cit"] / self.price >= cfg.min_roi and self.cit_available(signals)):
-            before = self.credits
+            before, phase = self.credits, self.phase
             self.credits -= self.price
             self.cit_bought += 1
             self.compute_spent += self.cost["cit"]
             result = self.run_cit(signals)
             self._entry(signals, "purchase", "cit", before, self.price,
-                        f"{self.phase} phase, ROI {self.values['cit'] / self.price:.2f}: {result.summary}")
+                        f"{phase} phase, ROI {self.values['cit'] / self.price:.2f}: {result.summary}")
             if result.boundary:
                 self._earn(signals, "cit", result.summary)
         if self.credits < cfg.threshold or self.fired >= cfg.max_firings:
             return None
         before, earned = self.credits, {k: v for k, v in self.earned.items() if v > 0}
         parts = ", ".join(f"{k} {v:g}" for k, v in sorted(earned.items()))
-        reason = (f"credits {before:g} >= {cfg.threshold:g} ({parts}); CIT bought {self.cit_bought}x; "
-                  f"compute spent {self.compute_spent:g}")
+        reason = (f"credits {before:g} >= {cfg.threshold:g} (earned: {parts}; CIT bought {self.cit_bought}x "
+                  f"for {self.cit_bought * self.price:g}); compute spent {self.compute_spent:g}")
         self.credits, self.earned, self.cit_bought = 0.0, {}, 0
         self.fired += 1
         self._fired_with = earned
