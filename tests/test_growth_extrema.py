@@ -332,6 +332,7 @@ class TestExtremaConformance(GrowthRuleConformance):
         return ExtremaGrowth
 
     @pytest.fixture(params=[{"mode": "percentile", "clone_direction": "both", "top_fraction": 0.5},
+                            {"mode": "percentile", "operator": "split", "top_fraction": 0.5},
                             {"mode": "percentile", "percentile": 20, "operator": "highway"}])
     def config(self, request: pytest.FixtureRequest) -> dict[str, Any]:
         return dict(request.param)

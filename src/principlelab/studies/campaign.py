@@ -14,16 +14,20 @@ Rerunning a campaign continues where it stopped: finished trials are never repea
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
+import zlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from sqlalchemy import text
 
 from principlelab.core.recipe import SLOTS
 from principlelab.core.tasks import load_task
@@ -142,7 +146,7 @@ class CampaignRunner:
         task = load_task(ctx.task, fidelity=ctx.level.fidelity(), seed=self.spec.seed)
         hidden = [min(w, ctx.level.width_cap or w) for w in self.spec.network.hidden]
         widths = [task.in_features, *hidden, task.num_classes]
-        forward = sum(a * b for a, b in zip(widths, widths[1:]))
+        forward = sum(a * b for a, b in itertools.pairwise(widths))
         return max(2, 3 * forward * task.x_train.shape[0] * ctx.level.epochs // MMAC)
 
     # -------------------------------------------------------------------------------- loop
@@ -155,8 +159,11 @@ class CampaignRunner:
                 study = self.study(ctx)
                 if previous is not None:
                     self.promote(previous, ctx, study)
-                self.run_level(ctx, study)
-                self.wait_for_level(study)
+                while True:  # a dead worker's trial, failed by heartbeat while we waited, is retried here
+                    self.run_level(ctx, study)
+                    self.wait_for_level(study)
+                    if not any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
+                        break
                 if previous is not None:
                     self.report_correlation(previous, ctx)
                 previous = ctx
@@ -168,14 +175,58 @@ class CampaignRunner:
         deadline = time.monotonic() + level.time_budget_s if level.time_budget_s and ctx.level_index == 0 else None
         progress = LevelProgress(ctx.task, level.name, 0, target, 0, None)
         while True:
-            trials = study.get_trials(deepcopy=False)
-            self._update(progress, trials, ctx)
-            waiting = any(t.state == TrialState.WAITING for t in trials)
-            logical = len(trials) - sum(1 for t in trials if "failed_trial" in t.system_attrs)
-            budget_left = (target is None or logical < target) and (deadline is None or time.monotonic() < deadline)
-            if not (waiting or (ctx.level_index == 0 and budget_left)):
-                break
-            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
+            # Deciding to start a trial and creating (or popping) it is one step under a lock shared by
+            # every worker, released once the trial runs: no overshoot of the target, and no later-level
+            # trial created because another worker took the last waiting one.
+            with self._trial_start_lock(ctx.study_name) as release:
+                optuna.storages.fail_stale_trials(study)  # dead workers' trials become waiting retries
+                trials = study.get_trials(deepcopy=False)
+                self._update(progress, trials, ctx)
+                waiting = any(t.state == TrialState.WAITING for t in trials)
+                logical = len(trials) - sum(1 for t in trials if "failed_trial" in t.system_attrs)
+                budget_left = ((target is None or logical < target)
+                               and (deadline is None or time.monotonic() < deadline))
+                if not (waiting or (ctx.level_index == 0 and budget_left)):
+                    break
+
+                def run(trial: optuna.Trial, release: Callable[[], None] = release) -> float:
+                    release()
+                    return objective(trial)
+
+                study.optimize(run, n_trials=1, catch=(Exception,), gc_after_trial=False)
+
+    @contextmanager
+    def _trial_start_lock(self, study_name: str) -> Iterator[Callable[[], None]]:
+        """A PostgreSQL advisory lock on ``study_name`` until ``release()`` (or the block's end).
+
+        SQLite needs none (one process). A worker that dies holding it drops its connection, and
+        PostgreSQL releases the lock with it.
+        """
+        if self.db.backend != "postgresql":
+            yield lambda: None
+            return
+        key = zlib.crc32(study_name.encode())
+        keys = {"ns": 0x706C6162, "key": key - 2**32 if key >= 2**31 else key}  # two int4 keys
+        conn = self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        held = False
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                conn.execute(text("SELECT pg_advisory_unlock(:ns, :key)"), keys)
+
+        try:
+            conn.execute(text("SELECT pg_advisory_lock(:ns, :key)"), keys)
+            held = True
+            yield release
+            release()
+        except BaseException:
+            if held:  # the unlock may be what failed: drop the connection, and the lock with it
+                conn.invalidate()
+            raise
+        finally:
+            conn.close()
 
     def wait_for_level(self, study: optuna.Study, poll_s: float = 0.5) -> None:
         """Block until no trial of ``study`` runs (other workers' trials; dead ones fail by heartbeat)."""

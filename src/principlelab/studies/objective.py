@@ -7,6 +7,8 @@ row and its growth events are written in one transaction before Optuna is told t
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,11 @@ from principlelab.studies.optuna_setup import pruning_step_kind
 from principlelab.studies.space import REJECTED_ATTR, SearchSpace, recipe_key
 
 MMAC = 1_000_000
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process, stored on every trial as the user attribute ``worker``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class NotPromoted(Exception):
@@ -73,6 +80,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         ctx = self.ctx
+        trial.set_user_attr("worker", worker_id())  # which process ran it (a retry overwrites the copy)
         row: dict[str, Any] = {"trial_number": trial.number, "seed": ctx.spec.seed, "status": "failed"}
         pruning = PruningCallback(trial, pruning_step_kind(ctx.level, ctx.level_index))
         try:

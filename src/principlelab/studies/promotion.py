@@ -42,7 +42,9 @@ class RankCorrelation:
     kendall_p: float
 
     def predicts(self, min_spearman: float) -> bool:
-        return self.n >= 3 and self.spearman == self.spearman and self.spearman >= min_spearman
+        """At least 3 recipes and rho >= ``min_spearman`` (up to float rounding: scipy gives 0.8999...
+        for a hand-computed 0.9); NaN never predicts."""
+        return self.n >= 3 and self.spearman == self.spearman and self.spearman >= min_spearman - 1e-9
 
     def summary(self) -> str:
         return (f"coarse-vs-fine rank correlation over {self.n} recipes: Spearman rho={self.spearman:.3f} "

@@ -1,4 +1,4 @@
-"""Connectivity ``sparse_random``: a fixed Erdős–Rényi mask of a given density on every layer."""
+"""Connectivity ``sparse_random``: a fixed Erdős-Rényi mask of a given density on every layer."""
 
 from __future__ import annotations
 

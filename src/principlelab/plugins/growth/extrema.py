@@ -1,7 +1,7 @@
 """Growth ``extrema``: grow at saturated, dead or extreme-percentile hidden units (catalog §1.1).
 
 Selection reads the shared per-unit activation statistics of the latest training batch (reduced
-over the batch per unit, fixing the seeds' batch-index bug, catalog E2/§5.2). Modes:
+over the batch per unit, fixing the seeds' batch-index bug, catalog E2 and §5 item 2). Modes:
 
 - ``saturation`` (E2/E3/E5): a unit within ``eps`` of its activation's bound (both tails, so
   sigmoid's low tail counts) on at least ``min_fraction`` of the batch. ``eps`` is in activation

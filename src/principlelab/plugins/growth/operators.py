@@ -2,7 +2,7 @@
 
 A rule *selects* hidden units (:class:`Target`: layer, unit, severity, polarity) and this module
 *applies an operator* at them through the network's growth operations (catalog §1.0: selector x
-operator). Operators (catalog §1.2-1.3, §5.1):
+operator). Operators (catalog §1.2-1.3, §5.1 stack):
 
 - ``vertical_clone`` (O2 reading (a), "relay clone"): ``up`` adds to layer ``L + 1`` a relay unit
   reading target ``(L, j)`` with one-hot weight ``clone_scale`` (``add_units(init="relay")``);
@@ -16,7 +16,7 @@ operator). Operators (catalog §1.2-1.3, §5.1):
   masked to the routes). Weight ``route_init * sqrt(2 / (fan_in + fan_out)) * N(0, 1)``: 0 keeps
   the function. One ``highway`` event per block lists its routes.
 
-Caps (catalog B1, §5.4): an event at training progress ``epoch / horizon`` in the first, second or
+Caps (catalog B1, §5 item 4): an event at training progress ``epoch / horizon`` in the first, second or
 last third is ``coarse``/``medium``/``fine`` (reversed with ``early_is="fine"``) and adds at most
 ``coarse_cap``/``medium_cap``/``fine_cap`` units (routes, for ``highway``); a rule adds at most
 ``max_total_units`` units in a run (default: the hidden units it first saw, i.e. at most 2x size);
