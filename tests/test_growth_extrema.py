@@ -176,7 +176,8 @@ def test_vertical_clone_up_is_a_relay_of_the_target(masked: bool) -> None:
     onehot = torch.zeros(6)
     onehot[4] = 0.7
     assert torch.equal(net.layers[1].effective_weight()[7].detach(), onehot)
-    assert float(net.layers[1].bias.detach()[7]) == 0.0
+    bias = net.layers[1].bias
+    assert bias is not None and float(bias.detach()[7]) == 0.0
     assert torch.count_nonzero(net.layers[2].weight[:, 7]) == 0
 
 
@@ -266,7 +267,9 @@ def test_highway_sends_each_route_to_the_least_loaded_low() -> None:
     pins = {(1, 1): 0.99, (1, 2): 0.99, (3, 0): -0.99, (3, 5): -0.99}
     events, _ = _grow(rule, net, _pinned(net, pins))
     assert events[-1].details["routes"] == [[1, 0], [2, 5]]  # not both onto one low unit
-    net.skips[(1, 3)].mask[0, 3] = 1.0  # (3, 0) now has two incoming routes, (3, 5) one
+    mask = net.skips[(1, 3)].mask
+    assert mask is not None
+    mask[0, 3] = 1.0  # (3, 0) now has two incoming routes, (3, 5) one
     net._changed()
     events, _ = _grow(rule, net, _pinned(net, {(1, 4): 0.99, (3, 0): -0.99, (3, 5): -0.99}, step=1))
     assert events[-1].details["routes"] == [[4, 5]]

@@ -172,9 +172,9 @@ class GrowthOps:
             elif is_main and init == "zero":
                 rows = self._new_block(n, n_in, generator, bias=False).weight.detach()
                 mask_rows = None if block.mask is None else self._mask_like(block, (n, n_in), generator)
-            else:  # skip edges into a relay/zero unit start at zero
+            else:  # skip edges into a relay/zero unit start at zero and, if masked, closed
                 rows = torch.zeros(n, n_in)
-                mask_rows = None if block.mask is None else self._mask_like(block, (n, n_in), generator)
+                mask_rows = None if block.mask is None else torch.zeros(n, n_in)
             self._set(block, "weight", _grow(block.weight, rows=rows))
             if block.mask is not None and mask_rows is not None:
                 self._set(block, "mask", _grow(block.mask, rows=mask_rows))
@@ -204,6 +204,8 @@ class GrowthOps:
                     mask_cols = None
                 elif init == "clone":
                     mask_cols = block.mask[:, src].clone()
+                elif block is not self.layers[layer]:  # a masked skip block (a highway) stays closed
+                    mask_cols = torch.zeros(n_out, n)
                 else:
                     mask_cols = self._mask_like(block, (n_out, n), generator)
             self._set(block, "weight", _grow(block.weight, cols=cols))
@@ -240,15 +242,22 @@ class GrowthOps:
                             function_preserving=preserving)
         return [self._record(event, params_before, macs_before)]
 
-    def add_skip(self, src: int, dst: int, *, init: Literal["zero"] = "zero") -> list[GrowthEvent]:
-        """Add a zero-initialised skip edge from unit layer ``src`` to ``dst`` (``dst >= src + 2``)."""
+    def add_skip(self, src: int, dst: int, *, init: Literal["zero"] = "zero",
+                 mask: torch.Tensor | None = None) -> list[GrowthEvent]:
+        """Add a zero-initialised skip edge from unit layer ``src`` to ``dst`` (``dst >= src + 2``).
+
+        ``mask`` [widths[dst], widths[src]] (0/1) makes it a sparse block: only those routes exist.
+        """
         if not (src >= 0 and src + 2 <= dst <= self.depth):
             raise GrowthError(f"skip {src}->{dst} must satisfy 0 <= src and src + 2 <= dst <= {self.depth}")
         if (src, dst) in self.skips:
             raise GrowthError(f"skip edge {src}->{dst} already exists")
         params_before, macs_before = self.num_params(), self.forward_macs()
         from principlelab.core.network import Block
-        block = Block(torch.zeros(self.widths[dst], self.widths[src]).requires_grad_())
+        shape = (self.widths[dst], self.widths[src])
+        if mask is not None and tuple(mask.shape) != shape:
+            raise GrowthError(f"skip {src}->{dst} mask has shape {tuple(mask.shape)}, expected {shape}")
+        block = Block(torch.zeros(shape).requires_grad_(), mask=None if mask is None else mask.float().clone())
         self.skips[(src, dst)] = block
         self._remap.added.append(block.weight)
         event = GrowthEvent(operation=f"add_skip:{init}", layer=dst, details={"src": src, "dst": dst})

@@ -82,6 +82,10 @@ class Signals:
         self.wants_grad_norms = "grad_norms" in required
         self.step = 0
         self.epoch = 0
+        self.total_epochs: int | None = None  # set by the trainer: the run's length, for schedules
+        self.steps_per_epoch: int | None = None
+        self.batch_x: torch.Tensor | None = None  # the latest training batch [B, in] and labels [B]
+        self.batch_y: torch.Tensor | None = None
         self.samples_seen = 0
         self.train_macs = 0
         self.eval_macs = 0

@@ -153,6 +153,7 @@ class Trainer:
         fidelity = recipe.fidelity
         n_train, batch = task.x_train.shape[0], min(fidelity.batch_size, task.x_train.shape[0])
         steps_per_epoch = math.ceil(n_train / batch)
+        signals.total_epochs, signals.steps_per_epoch = fidelity.epochs, steps_per_epoch
         for callback in self.callbacks:
             callback.on_train_start(recipe, task, steps_per_epoch * fidelity.epochs)
         started = time.perf_counter()
@@ -165,6 +166,7 @@ class Trainer:
             macs = learning.macs_per_sample(net, composition)
             for start in range(0, n_train, batch):
                 xb, yb = xs[start:start + batch], ys[start:start + batch]
+                signals.batch_x, signals.batch_y = xb, yb
                 loss = learning.step(net, composition, xb, yb, signals)
                 signals.record_step(loss, xb.shape[0], xb.shape[0] * macs)
                 firing = trigger.on_step(signals)  # type: ignore[attr-defined]
@@ -174,7 +176,8 @@ class Trainer:
             train_loss = signals.close_epoch()
             if not math.isfinite(train_loss):
                 raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch}")
-            rewired = self.p["connectivity"].rewire(  # type: ignore[attr-defined]
+            last_epoch = epoch == fidelity.epochs - 1
+            rewired = [] if last_epoch else self.p["connectivity"].rewire(  # type: ignore[attr-defined]
                 net, epoch=epoch, generator=self.growth_generator)
             for event in rewired:
                 event.step, event.epoch, event.slot = signals.step, epoch, "connectivity"
@@ -190,8 +193,10 @@ class Trainer:
             signals.val_losses.append(val_loss)
             signals.val_accuracies.append(val_acc)
             firing = trigger.on_epoch_end(signals)  # type: ignore[attr-defined]
-            if firing is not None and epoch < fidelity.epochs - 1:
+            if firing is not None and not last_epoch:
                 self._grow(firing, epoch)
+            elif firing is not None:  # no growth after the last epoch: tell the trigger nothing grew
+                trigger.on_growth([], signals)  # type: ignore[attr-defined]
             report = EpochReport(epoch, signals.step, train_loss, val_loss, val_acc, net.num_params(),
                                  signals.total_macs, signals.samples_seen, time.perf_counter() - started,
                                  list(net.widths), self.events[first_event:])

@@ -159,11 +159,8 @@ class CampaignRunner:
                 study = self.study(ctx)
                 if previous is not None:
                     self.promote(previous, ctx, study)
-                while True:  # a dead worker's trial, failed by heartbeat while we waited, is retried here
-                    self.run_level(ctx, study)
-                    self.wait_for_level(study)
-                    if not any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
-                        break
+                self.run_level(ctx, study)
+                self.wait_for_level(study)
                 if previous is not None:
                     self.report_correlation(previous, ctx)
                 previous = ctx
@@ -178,22 +175,14 @@ class CampaignRunner:
             # Deciding to start a trial and creating (or popping) it is one step under a lock shared by
             # every worker, released once the trial runs: no overshoot of the target, and no later-level
             # trial created because another worker took the last waiting one.
-            with self._trial_start_lock(ctx.study_name) as release:
-                optuna.storages.fail_stale_trials(study)  # dead workers' trials become waiting retries
-                trials = study.get_trials(deepcopy=False)
-                self._update(progress, trials, ctx)
-                waiting = any(t.state == TrialState.WAITING for t in trials)
-                logical = len(trials) - sum(1 for t in trials if "failed_trial" in t.system_attrs)
-                budget_left = ((target is None or logical < target)
-                               and (deadline is None or time.monotonic() < deadline))
-                if not (waiting or (ctx.level_index == 0 and budget_left)):
-                    break
-
-                def run(trial: optuna.Trial, release: Callable[[], None] = release) -> float:
-                    release()
-                    return objective(trial)
-
-                study.optimize(run, n_trials=1, catch=(Exception,), gc_after_trial=False)
+            trials = study.get_trials(deepcopy=False)
+            self._update(progress, trials, ctx)
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            logical = len(trials) - sum(1 for t in trials if "failed_trial" in t.system_attrs)
+            budget_left = (target is None or logical < target) and (deadline is None or time.monotonic() < deadline)
+            if not (waiting or (ctx.level_index == 0 and budget_left)):
+                break
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
 
     @contextmanager
     def _trial_start_lock(self, study_name: str) -> Iterator[Callable[[], None]]:

@@ -115,6 +115,7 @@ class ExtremaGrowth(GrowthRule):
         return out
 
     def grow(self, net: Network, signals: Signals, generator: torch.Generator) -> list[GrowthEvent]:
+        self.budget.observe(net)
         found = self.select(net, signals)
         wanted = source_polarity(self.config)
         candidates = [t for t in found if wanted is None or t.polarity == wanted]

@@ -76,7 +76,7 @@ class OperatorConfig(PrincipleConfig):
                           json_schema_extra={"search": {"low": 2, "high": 4}})
     route_init: float = Field(0.0, ge=0.0, le=2.0,
                               description="highway: route weight gain x xavier std (0 keeps the function)",
-                              json_schema_extra={"search": {"low": 0.0, "high": 1.0}})
+                              json_schema_extra={"search": {"choices": [0.0, 0.1, 1.0]}})
     top_fraction: float = Field(0.1, gt=0.0, le=1.0, description="act on this most severe fraction",
                                 json_schema_extra={"search": {"low": 0.02, "high": 0.5, "log": True}})
     coarse_cap: int = Field(10, ge=1, le=100_000, description="max units (routes) per coarse-scale event")
@@ -109,10 +109,15 @@ class GrowthBudget:
         self.initial_hidden: int | None = None
         self.added = 0
 
-    def event_limit(self, net: Network, cfg: OperatorConfig, signals: Signals) -> tuple[str, int, int]:
-        """``(scale level, per-event cap, units left under the total cap)`` for a growth now."""
+    def observe(self, net: Network) -> None:
+        """Remember the hidden units of the first network seen (the default total cap)."""
         if self.initial_hidden is None:
             self.initial_hidden = net.num_hidden_units()
+
+    def event_limit(self, net: Network, cfg: OperatorConfig, signals: Signals) -> tuple[str, int, int]:
+        """``(scale level, per-event cap, units left under the total cap)`` for a growth now."""
+        self.observe(net)
+        assert self.initial_hidden is not None
         horizon = getattr(signals, "total_epochs", None) or cfg.horizon_epochs
         level = scale_level(signals.epoch, int(horizon), cfg.early_is)
         cap = {"coarse": cfg.coarse_cap, "medium": cfg.medium_cap, "fine": cfg.fine_cap}[level]
@@ -126,6 +131,7 @@ def apply_operator(net: Network, targets: list[Target], pool: list[Target], cfg:
 
     ``pool`` holds the highway destinations (units of the polarity opposite to the sources).
     """
+    budget.observe(net)
     if not targets:
         return []
     level, cap, left = budget.event_limit(net, cfg, signals)

@@ -1,0 +1,129 @@
+"""How much of a coarse campaign is machinery (Optuna, leaderboard writes, signals, progress)?
+
+For each storage (SQLite file; PostgreSQL when --postgres URL or $PRINCIPLELAB_TEST_POSTGRES_URL is
+given) this runs the first (coarse) level of a campaign shaped like examples/quickstart.toml and
+reports coarse trials per minute, the machinery share (1 - training time / trial time, where
+training time is the Trainer's own wall time of each run), and Optuna's per-trial cost with an
+empty objective on the same storage.
+
+    .venv/bin/python benchmarks/bench_campaign.py --trials 40
+    .venv/bin/python benchmarks/bench_campaign.py --trials 40 --postgres postgresql+psycopg://postgres@127.0.0.1:54329/plab_test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import sqlalchemy as sa
+import torch
+
+CAMPAIGN = """
+name = "{name}"
+tasks = ["digits"]
+[network]
+hidden = [64, 64]
+[[levels]]
+name = "coarse"
+data_fraction = 0.3
+epochs = 6
+width_cap = 64
+trials = {trials}
+sampler = "{sampler}"
+pruner = "{pruner}"
+[[levels]]
+name = "fine"
+epochs = 30
+seeds = 3
+"""
+
+
+def empty_objective_ms(url: str, n: int) -> float:
+    """Optuna's own cost per trial on ``url``: random sampler, one float parameter, no training."""
+    from principlelab.studies.optuna_setup import quiet_optuna
+
+    quiet_optuna()
+    storage = optuna.storages.RDBStorage(url) if url != "memory" else optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name=f"empty-{uuid.uuid4().hex[:8]}",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)  # warm-up
+    started = time.perf_counter()
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=n)
+    return (time.perf_counter() - started) / n * 1000
+
+
+def coarse_level(url: str, trials: int, sampler: str, pruner: str) -> dict[str, float]:
+    """Run the coarse level once; return trials/min, machinery share and per-trial times (ms)."""
+    from principlelab.registry import get_registry
+    from principlelab.studies.campaign import CampaignRunner
+    from principlelab.studies.campaign_file import parse_campaign
+
+    text = CAMPAIGN.format(name=f"bench-{uuid.uuid4().hex[:8]}", trials=trials, sampler=sampler, pruner=pruner)
+    runner = CampaignRunner(parse_campaign(text), text, url, registry=get_registry())
+    ctx = runner.context("digits", 0)
+    study = runner.study(ctx)
+    started = time.perf_counter()
+    runner.run_level(ctx, study)
+    total = time.perf_counter() - started
+    runs = runner.db.runs_for_study_version(ctx.study_version_id)
+    train = sum(r.wall_s or 0.0 for r in runs)
+    return {"trials": len(runs), "total_s": total, "trials_per_min": 60 * len(runs) / total,
+            "train_ms_per_trial": 1000 * train / len(runs),
+            "machinery_ms_per_trial": 1000 * (total - train) / len(runs),
+            "machinery_share": 1 - train / total,
+            "statuses": {s: sum(1 for r in runs if r.status == s) for s in {r.status for r in runs}}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=1, help="coarse levels per storage (median reported)")
+    parser.add_argument("--sampler", default="tpe")
+    parser.add_argument("--pruner", default="hyperband")
+    parser.add_argument("--postgres", default=os.environ.get("PRINCIPLELAB_TEST_POSTGRES_URL"))
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    os.environ.setdefault("PRINCIPLELAB_DISABLE_PLUGIN_AUTOLOAD", "1")
+    results: dict[str, dict[str, object]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        urls = {"sqlite": f"sqlite:///{tmp}/bench.db"}
+        if args.postgres:
+            name = f"plab_bench_{uuid.uuid4().hex[:8]}"
+            admin = sa.create_engine(args.postgres, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(sa.text(f"CREATE DATABASE {name}"))
+            urls["postgresql"] = str(sa.engine.make_url(args.postgres).set(database=name))
+        try:
+            results["memory"] = {"empty_objective_ms": empty_objective_ms("memory", 100)}
+            for kind, url in urls.items():
+                levels = [coarse_level(url, args.trials, args.sampler, args.pruner) for _ in range(args.repeats)]
+                best = sorted(levels, key=lambda r: r["machinery_share"])[len(levels) // 2]
+                results[kind] = {"empty_objective_ms": empty_objective_ms(url, 50), **best}
+        finally:
+            if args.postgres:
+                with admin.connect() as conn:
+                    conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    print(f"coarse level: digits, hidden [64, 64], 30% data, 6 epochs, {args.trials} trials, "
+          f"{args.sampler} sampler, {args.pruner} pruner, torch {torch.__version__}, 1 thread")
+    print(f"{'storage':<11} {'optuna empty ms/trial':>22} {'trials/min':>11} {'train ms':>9} "
+          f"{'machinery ms':>13} {'machinery share':>16}")
+    for kind, r in results.items():
+        if "trials" not in r:
+            print(f"{kind:<11} {r['empty_objective_ms']:>22.1f}")
+            continue
+        print(f"{kind:<11} {r['empty_objective_ms']:>22.1f} {r['trials_per_min']:>11.0f} "
+              f"{r['train_ms_per_trial']:>9.1f} "
+              f"{r['machinery_ms_per_trial']:>13.1f} {r['machinery_share']:>15.1%}  {r['statuses']}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
