@@ -274,6 +274,29 @@ def register_triggers(register):
     register(Boom)
 '''
 
+PICKY_TRIGGER = '''
+from principlelab.core import PrincipleConfig, Trigger
+from principlelab.registry import hookimpl
+
+
+class Picky(Trigger):
+    """Never fires, and refuses to run with random growth."""
+
+    name = "picky"
+    incompatible_with = {"growth": frozenset({"random"})}
+
+    class Config(PrincipleConfig):
+        pass
+
+    def on_step(self, signals):
+        return None
+
+
+@hookimpl
+def register_triggers(register):
+    register(Picky)
+'''
+
 ONE_CHOICE = {"connectivity": ["dense"], "learning": ["backprop"], "trigger": ["never"], "growth": ["none"]}
 
 
@@ -323,6 +346,25 @@ def test_a_crashing_principle_is_recorded_as_failed_and_the_campaign_finishes(tm
     result, db = failing_campaign(tmp_path, "crash", BOOM_TRIGGER, {"trigger": ["never", "boom"]})
     check_failures(db, "crash", ("trigger", "boom"), "RuntimeError: boom")
     assert "coarse-vs-fine rank correlation over 1 recipes" in result.stdout
+
+
+def test_an_incompatible_combination_is_recorded_as_rejected_without_training(tmp_path: Path):
+    (tmp_path / "principles.py").write_text(PICKY_TRIGGER)
+    path = write(tmp_path, campaign_toml("picky", trials=6, pruner="none", fine=False, coarse_epochs=1,
+                                         search={**ONE_CHOICE, "trigger": ["never", "picky"],
+                                                 "growth": ["none", "random"]}))
+    url = f"sqlite:///{tmp_path}/x.db"
+    run_campaign(path, "--storage", url)
+    db = LeaderboardDB(url, create=False)
+    study = optuna.load_study(study_name=study_versions(db, "picky")["coarse"].optuna_study_name, storage=url)
+    rejected = [t for t in study.trials if t.params["trigger"] == "picky" and t.params["growth"] == "random"]
+    assert rejected and len(study.trials) == 6
+    assert all(t.state == optuna.trial.TrialState.PRUNED and "incompatible" in t.user_attrs["rejected"]
+               for t in rejected)
+    runs = runs_by_level(db, "picky")["coarse"]
+    assert len(runs) == 6  # one run row per trial, rejected ones included
+    assert sum(r.status == "rejected" for r in runs) == len(rejected)
+    assert all(r.failure_reason.startswith("rejected: ") for r in runs if r.status == "rejected")
 
 
 # ------------------------------------------------------------------ bad input: one line, nothing written
@@ -390,9 +432,6 @@ def test_the_same_name_with_another_file_is_refused_and_changes_nothing(tmp_path
     assert snapshot(tmp_path / "x.db") == before
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the runner opens the database and records the campaign before "
-                                       "loading its tasks, so a misspelt task leaves principlelab.db behind "
-                                       "and the corrected file is then refused as a different campaign file")
 def test_an_unknown_task_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PRINCIPLELAB_STORAGE", raising=False)

@@ -201,13 +201,15 @@ def assert_one_run_row_per_trial(url: str, studies: dict[str, list[optuna.trial.
         assert trials[(row.optuna_study_name, row.trial_number)].state in expected[row.status], row
 
 
-def running_trials(url: str, study_name: str) -> list[Any]:
-    """RUNNING trials of a study with their ``worker`` attribute and whether a heartbeat was recorded;
+def training_trials(url: str, study_name: str) -> list[Any]:
+    """RUNNING trials of a study that are training (their recipe is chosen: the ``principles``
+    attribute is set), with their ``worker`` attribute and whether a heartbeat was recorded;
     [] before the campaign has created Optuna's tables."""
     try:
         return query(url, """
             SELECT t.number, w.value_json AS worker, (h.trial_id IS NOT NULL) AS beating
             FROM trials t JOIN studies s ON s.study_id = t.study_id
+            JOIN trial_user_attributes p ON p.trial_id = t.trial_id AND p.key = 'principles'
             LEFT JOIN trial_user_attributes w ON w.trial_id = t.trial_id AND w.key = 'worker'
             LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id
             WHERE s.study_name = :name AND t.state = 'RUNNING'""", name=study_name)
@@ -259,9 +261,9 @@ def test_killed_worker_trial_is_failed_by_heartbeat_and_retried(pg_url: str, tmp
     victim: tuple[int, str] | None = None
     deadline = time.monotonic() + 90
     while victim is None and time.monotonic() < deadline and proc.poll() is None:
-        for row in running_trials(pg_url, coarse_name):
-            # a spawned worker (never the parent) that just started a trial (trials last > 1.6 s) and
-            # whose heartbeat is recorded
+        for row in training_trials(pg_url, coarse_name):
+            # a spawned worker (never the parent) that just started training (for > 1.6 s), with its
+            # heartbeat recorded
             worker = json.loads(row.worker) if row.worker else None
             if worker and row.beating and worker_pid(worker) != proc.pid:
                 victim = (row.number, worker)

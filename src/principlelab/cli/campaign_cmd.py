@@ -147,7 +147,7 @@ def render_status(state: dict[str, Any]) -> None:
                       str(sv["counts"].get("failed", 0)),
                       "-" if best is None else f"{best['value']:.4f} ({'/'.join(best[s] for s in SLOTS)})",
                       "-" if failure is None else f"{failure['count']}x {failure['reason'][:60]}")
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 @click.command()

@@ -169,7 +169,7 @@ def leaderboard(storage: str | None, campaign: str | None, task: str | None, fid
         Console(stderr=True).print(f"no complete runs with {metric}" + (f" for {filters}" if filters else "")
                                    + f" in {db.masked_url}")
     else:
-        Console().print(leaderboard_table(rows, group_by, metric))
+        Console(width=None if sys.stdout.isatty() else 160).print(leaderboard_table(rows, group_by, metric))
 
 
 @click.command()
@@ -201,7 +201,7 @@ def compare(a: str, b: str, campaign: str, metric: str, task: str | None, fideli
     table.add_row("what", result["a"], result["b"])
     table.add_row("mean", _fmt(result["mean_a"]), _fmt(result["mean_b"]))
     table.add_row("runs", str(result["runs_a"]), str(result["runs_b"]))
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
     stats = (f"paired seeds {result['n_pairs']}, B-A {result['mean_diff']:+.4g}; paired t-test "
              f"t={_g(result['t'])}, p={_g(result['p_t'])}; "

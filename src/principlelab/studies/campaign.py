@@ -14,6 +14,7 @@ Rerunning a campaign continues where it stopped: finished trials are never repea
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import math
@@ -106,6 +107,9 @@ class CampaignRunner:
         self.spec, self.text, self.url, self.workers = spec, text, url, workers
         self.registry = registry or get_registry()
         self.space = SearchSpace(self.registry, spec.search.principles(), spec.search.fixed)
+        for task in spec.tasks:  # a bad task name or data file fails here, before anything is written
+            for level in spec.levels:
+                load_task(task, fidelity=level.fidelity(), seed=spec.seed)
         self.db = LeaderboardDB(url)
         self.campaign = self.db.get_or_create_campaign(spec.name, file_hash(text), text)
         self.recorder = StaleTrialRecorder(self.db)
@@ -159,8 +163,11 @@ class CampaignRunner:
                 study = self.study(ctx)
                 if previous is not None:
                     self.promote(previous, ctx, study)
-                self.run_level(ctx, study)
-                self.wait_for_level(study)
+                while True:  # a dead worker's trial, failed by heartbeat while we waited, is retried here
+                    self.run_level(ctx, study)
+                    self.wait_for_level(study)
+                    if not any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
+                        break
                 if previous is not None:
                     self.report_correlation(previous, ctx)
                 previous = ctx
@@ -175,14 +182,22 @@ class CampaignRunner:
             # Deciding to start a trial and creating (or popping) it is one step under a lock shared by
             # every worker, released once the trial runs: no overshoot of the target, and no later-level
             # trial created because another worker took the last waiting one.
-            trials = study.get_trials(deepcopy=False)
-            self._update(progress, trials, ctx)
-            waiting = any(t.state == TrialState.WAITING for t in trials)
-            logical = len(trials) - sum(1 for t in trials if "failed_trial" in t.system_attrs)
-            budget_left = (target is None or logical < target) and (deadline is None or time.monotonic() < deadline)
-            if not (waiting or (ctx.level_index == 0 and budget_left)):
-                break
-            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
+            with self._trial_start_lock(ctx.study_name) as release:
+                optuna.storages.fail_stale_trials(study)  # dead workers' trials become waiting retries
+                trials = study.get_trials(deepcopy=False)
+                self._update(progress, trials, ctx)
+                waiting = any(t.state == TrialState.WAITING for t in trials)
+                logical = len(trials) - sum(1 for t in trials if "failed_trial" in t.system_attrs)
+                budget_left = ((target is None or logical < target)
+                               and (deadline is None or time.monotonic() < deadline))
+                if not (waiting or (ctx.level_index == 0 and budget_left)):
+                    break
+
+                def run(trial: optuna.Trial, release: Callable[[], None] = release) -> float:
+                    release()
+                    return objective(trial)
+
+                study.optimize(run, n_trials=1, catch=(Exception,), gc_after_trial=False)
 
     @contextmanager
     def _trial_start_lock(self, study_name: str) -> Iterator[Callable[[], None]]:
@@ -263,17 +278,40 @@ class CampaignRunner:
         """Enqueue the lower level's best recipes into ``study``, ``seeds`` times each, exactly once."""
         rule = self.spec.promotion
         chosen = (top_k if rule.rule == "top_k" else pareto)(self.candidates(lower), rule.k)
+        enqueued: dict[str, set[int]] = defaultdict(set)
+        for trial in study.get_trials(deepcopy=False):
+            if "recipe_key" in trial.user_attrs and "failed_trial" not in trial.system_attrs:
+                enqueued[trial.user_attrs["recipe_key"]].add(int(trial.user_attrs["seed"]))
         for candidate in chosen:
-            if not self.db.record_promotion(lower.study_version_id, upper.study_version_id, candidate.recipe_key,
-                                            candidate.run_id, candidate.value):
-                continue  # another worker promoted it
+            won = self.db.record_promotion(lower.study_version_id, upper.study_version_id, candidate.recipe_key,
+                                           candidate.run_id, candidate.value)
+            if not won and not self._orphaned(upper, candidate.recipe_key, enqueued):
+                continue  # another worker promoted it (and enqueues it), or it is complete
+            # the winner enqueues; a promotion whose winner died before enqueueing is completed later
             run = self.db.get_run(candidate.run_id)
             slots = {slot: {"name": getattr(run, slot), "config": getattr(run, f"{slot}_config") or {}}
                      for slot in SLOTS}
             params = self.space.params_for(slots)
             for offset in range(upper.level.seeds):
-                study.enqueue_trial(params, user_attrs={"promoted_from": run.id, "recipe_key": candidate.recipe_key,
-                                                        "seed": self.spec.seed + offset})
+                seed = self.spec.seed + offset
+                if seed not in enqueued[candidate.recipe_key]:
+                    study.enqueue_trial(params, user_attrs={"promoted_from": run.id, "seed": seed,
+                                                            "recipe_key": candidate.recipe_key})
+
+    def _orphaned(self, upper: LevelContext, recipe_key: str, enqueued: dict[str, set[int]]) -> bool:
+        """A promotion recorded longer ago than the heartbeat grace whose seeds are not all enqueued:
+        the worker that won it died between recording and enqueueing."""
+        if len(enqueued[recipe_key]) >= upper.level.seeds:
+            return False
+        rows = [p for p in self.db.promotions(to_study_version_id=upper.study_version_id)
+                if p.recipe_key == recipe_key]
+        if not rows:
+            return False
+        created = rows[0].created_at
+        if created.tzinfo is None:  # SQLite returns naive datetimes (stored as UTC)
+            created = created.replace(tzinfo=datetime.timezone.utc)
+        age = (datetime.datetime.now(datetime.timezone.utc) - created).total_seconds()
+        return age > HEARTBEAT_GRACE_S
 
     def report_correlation(self, lower: LevelContext, upper: LevelContext) -> RankCorrelation:
         promoted = self.db.promotions(to_study_version_id=upper.study_version_id)

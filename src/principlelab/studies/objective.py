@@ -87,6 +87,8 @@ class Objective:
             slots, seed = self._choose(trial)
         except ConfigError as exc:  # an incompatible combination: no training, and told PRUNED (see space)
             trial.set_user_attr(REJECTED_ATTR, str(exc))
+            row.update({slot: str(trial.params.get(slot, "")) for slot in SLOTS})
+            row.update({f"{slot}_config": {} for slot in SLOTS}, recipe_key="", recipe_json={})
             self._record(row, "rejected", f"rejected: {exc}")
             raise optuna.TrialPruned(f"rejected: {exc}") from None
         try:

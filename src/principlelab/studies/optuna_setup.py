@@ -21,7 +21,7 @@ HEARTBEAT_GRACE_S = int(os.environ.get("PRINCIPLELAB_HEARTBEAT_GRACE", "60"))
 
 def quiet_optuna() -> None:
     """Optuna logs every trial at INFO and warns that heartbeats are experimental; keep it quiet."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials: principlelab records the reason itself
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message=".*TPESampler.*is experimental", category=UserWarning)
 

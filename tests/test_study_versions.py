@@ -1,0 +1,243 @@
+"""Study versions and resuming, on SQLite: a newly installed plugin changes the search space, so the
+next run of the same campaign file opens a new study version linked to the old one (both stay
+queryable); and rerunning an interrupted campaign never repeats a finished trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "principlelab-example-plugin"
+TIMEOUT_S = 150
+
+CAMPAIGN = """
+name = "{name}"
+tasks = ["digits"]
+seed = 0
+
+[network]
+hidden = [16]
+
+[search]
+connectivity = ["dense"]
+learning = ["backprop"]
+trigger = {trigger}
+growth = {growth}
+composition = ["sequential"]
+
+[[levels]]
+name = "coarse"
+data_fraction = 0.2
+epochs = 2
+trials = {trials}
+sampler = "random"
+pruner = "none"
+
+[[levels]]
+name = "fine"
+epochs = 2
+seeds = {seeds}
+
+[promotion]
+rule = "top_k"
+k = {k}
+"""
+
+# A trigger that never fires but sleeps after every epoch, so a campaign can be killed in mid-trial.
+SLOW_PRINCIPLES = '''
+import time
+from typing import ClassVar
+
+from principlelab.core.principles import PrincipleConfig, Trigger
+from principlelab.registry import hookimpl
+
+
+class SlowNever(Trigger):
+    name: ClassVar[str] = "slow_never"
+
+    class Config(PrincipleConfig):
+        pass
+
+    def on_step(self, signals):
+        return None
+
+    def on_epoch_end(self, signals):
+        time.sleep(0.4)
+        return None
+
+
+@hookimpl
+def register_triggers(register):
+    register(SlowNever)
+'''
+
+
+def hermetic_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "PRINCIPLELAB_DISABLE_PLUGIN_AUTOLOAD": "1", "PRINCIPLELAB_THREADS": "1", **extra}
+    env.pop("PRINCIPLELAB_STORAGE", None)
+    return env
+
+
+def plab(env: dict[str, str], cwd: Path, *args: str) -> str:
+    """``python -m principlelab ARGS``; its stdout (fails the test on a non-zero exit)."""
+    done = subprocess.run([sys.executable, "-m", "principlelab", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 0, f"plab {' '.join(args)} exited {done.returncode}:\n{done.stderr[-4000:]}"
+    return done.stdout
+
+
+def query(url: str, sql: str, **params: Any) -> list[Any]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(text(sql), params))
+    finally:
+        engine.dispose()
+
+
+def study_trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage).trials
+    finally:
+        storage.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def example_plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example third-party plugin pip-installed into a directory of its own (for PYTHONPATH)."""
+    tmp = tmp_path_factory.mktemp("example-plugin")
+    project = tmp / "project"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("*.egg-info", "build"))
+    target = tmp / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--target", str(target), str(project)], check=True, timeout=300)
+    return target
+
+
+def test_installing_a_plugin_opens_a_new_linked_study_version(tmp_path: Path,
+                                                              example_plugin_path: Path) -> None:
+    name, trials, seeds, k = "versions", 4, 1, 2
+    path = tmp_path / "campaign.toml"
+    path.write_text(CAMPAIGN.format(name=name, trigger='["never", "every_k"]', growth='"all"', trials=trials,
+                                    seeds=seeds, k=k))
+    url = f"sqlite:///{tmp_path / 'plab.db'}"
+
+    plab(hermetic_env(), tmp_path, "campaign", "run", str(path), "--storage", url)  # fingerprint A
+    with_plugin = {**hermetic_env(), "PYTHONPATH": os.pathsep.join(
+        [str(example_plugin_path), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    with_plugin.pop("PRINCIPLELAB_DISABLE_PLUGIN_AUTOLOAD")  # a user's environment autoloads plugins
+    plab(with_plugin, tmp_path, "campaign", "run", str(path), "--storage", url)  # same file, new space
+
+    versions = query(url, "SELECT id, level, version, parent_id, fingerprint, optuna_study_name, space_json "
+                          "FROM plab_study_versions ORDER BY level_index, version")
+    assert [(v.level, v.version) for v in versions] == [("coarse", 1), ("coarse", 2), ("fine", 1), ("fine", 2)]
+    by_level = {level: [v for v in versions if v.level == level] for level in ("coarse", "fine")}
+    for v1, v2 in by_level.values():
+        assert v1.parent_id is None and v2.parent_id == v1.id
+        assert v1.fingerprint != v2.fingerprint
+        assert "narrowest_first" not in v1.space_json and "narrowest_first" in v2.space_json
+    coarse1, coarse2 = by_level["coarse"]
+    assert (coarse1.optuna_study_name, coarse2.optuna_study_name) == (
+        f"{name}/digits/coarse/v1", f"{name}/digits/coarse/v2")
+    for version in (coarse1, coarse2):  # each version ran its own trials; the old study is kept
+        assert len(study_trials(url, version.optuna_study_name)) == trials
+
+    # the leaderboard holds the complete runs of both versions
+    runs = query(url, "SELECT id, study_version_id FROM plab_runs WHERE status = 'complete'")
+    version_of = {r.id: r.study_version_id for r in runs}
+    rows = json.loads(plab(hermetic_env(), tmp_path, "leaderboard", "--campaign", name, "--storage", url,
+                           "--top", "0", "--json"))
+    assert sorted(r["id"] for r in rows) == sorted(version_of)
+    assert {version_of[r["id"]] for r in rows} == {v.id for v in versions}
+
+    state = json.loads(plab(hermetic_env(), tmp_path, "campaign", "status", name, "--storage", url, "--json"))
+    shown = {(sv["level"], sv["version"]): sv for sv in state["study_versions"]}
+    assert set(shown) == {("coarse", 1), ("coarse", 2), ("fine", 1), ("fine", 2)}
+    assert shown[("coarse", 2)]["parent_version"] == 1 and shown[("fine", 2)]["parent_version"] == 1
+    assert all(sv["total"] > 0 for sv in shown.values())
+    assert state["promotions"] == 2 * k
+    table = plab(hermetic_env(), tmp_path, "campaign", "status", name, "--storage", url)
+    assert "study versions" in table
+
+
+def test_rerunning_an_interrupted_campaign_repeats_no_finished_trial(tmp_path: Path) -> None:
+    name, trials, seeds, k = "resume", 8, 1, 2
+    path = tmp_path / "campaign.toml"
+    path.write_text(CAMPAIGN.format(name=name, trigger='["slow_never"]', growth='["none", "random"]',
+                                    trials=trials, seeds=seeds, k=k))
+    (tmp_path / "principles.py").write_text(SLOW_PRINCIPLES)
+    url = f"sqlite:///{tmp_path / 'plab.db'}"
+    coarse_name = f"{name}/digits/coarse/v1"
+    env = hermetic_env(PRINCIPLELAB_HEARTBEAT_INTERVAL="1", PRINCIPLELAB_HEARTBEAT_GRACE="3")
+
+    log = tmp_path / "first.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "principlelab", "campaign", "run", str(path),
+                                 "--storage", url], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:  # kill it after 3 finished trials, while a 4th is training
+                done = query(url, "SELECT count(*) AS n FROM trials WHERE state = 'COMPLETE'")[0].n
+                training = query(url, "SELECT count(*) AS n FROM trials t JOIN trial_user_attributes a "
+                                      "ON a.trial_id = t.trial_id AND a.key = 'principles' "
+                                      "WHERE t.state = 'RUNNING'")[0].n
+            except SQLAlchemyError:  # the tables do not exist yet
+                done = training = 0
+            if done >= 3 and training:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, f"the campaign ended before it could be interrupted:\n{log.read_text()}"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+
+    before = {t.number: t for t in study_trials(url, coarse_name)}
+    finished_before = {n for n, t in before.items() if t.state.is_finished()}
+    assert 3 <= len(finished_before) < trials
+    rows_before = {r.trial_number: (r.id, r.created_at, r.status) for r in query(
+        url, "SELECT trial_number, id, created_at, status FROM plab_runs WHERE optuna_study_name = :s",
+        s=coarse_name)}
+    assert set(rows_before) == finished_before
+
+    plab(env, tmp_path, "campaign", "run", str(path), "--storage", url)
+
+    coarse = study_trials(url, coarse_name)
+    retried = {t.system_attrs["failed_trial"] for t in coarse if "failed_trial" in t.system_attrs}
+    assert len(retried) == 1 and retried == set(before) - finished_before  # the trial cut off by the kill
+    assert len(coarse) - len(retried) == trials  # the budget counts each recipe once, finished or not
+    assert not [t.number for t in coarse if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    for number in finished_before:  # finished trials kept their result and were not run again
+        assert coarse[number].state == before[number].state
+        assert coarse[number].params == before[number].params
+
+    runs = query(url, "SELECT optuna_study_name, trial_number, id, created_at, status, failure_reason "
+                      "FROM plab_runs")
+    assert not [key for key, n in Counter((r.optuna_study_name, r.trial_number) for r in runs).items() if n > 1]
+    coarse_runs = {r.trial_number: r for r in runs if r.optuna_study_name == coarse_name}
+    assert set(coarse_runs) == {t.number for t in coarse}
+    for number in finished_before:
+        assert (coarse_runs[number].id, coarse_runs[number].created_at, coarse_runs[number].status) == \
+            rows_before[number]
+    for number in retried:
+        assert coarse_runs[number].status == "failed" and "worker lost" in coarse_runs[number].failure_reason
+    fine = study_trials(url, f"{name}/digits/fine/v1")
+    assert len(fine) == k * seeds and all(t.state == TrialState.COMPLETE for t in fine)
