@@ -309,8 +309,8 @@ class CampaignRunner:
             return False
         created = rows[0].created_at
         if created.tzinfo is None:  # SQLite returns naive datetimes (stored as UTC)
-            created = created.replace(tzinfo=datetime.timezone.utc)
-        age = (datetime.datetime.now(datetime.timezone.utc) - created).total_seconds()
+            created = created.replace(tzinfo=datetime.UTC)
+        age = (datetime.datetime.now(datetime.UTC) - created).total_seconds()
         return age > HEARTBEAT_GRACE_S
 
     def report_correlation(self, lower: LevelContext, upper: LevelContext) -> RankCorrelation:
