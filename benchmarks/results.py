@@ -242,6 +242,21 @@ def build_jobs(s: Settings, tasks: list[str], seeds: int) -> tuple[list[Job], di
     return jobs, plan
 
 
+def static_jobs(sm: dict, s: Settings, tasks: list[str], seeds: int) -> list[Job]:
+    """Phase 2: for every trigger row that grew, a static network of its mean final widths (rounded),
+    trained from scratch for the same epochs: is growing with that trigger better than starting big?"""
+    jobs = []
+    for task in tasks:
+        for label in trigger_rows(s):
+            widths = tuple(round(w) for w in sm[("trigger", task, "", label)]["widths"])
+            if widths == tuple(s.small_2l):
+                continue
+            for seed in range(seeds):
+                jobs.append(Job("trigger_static", task, label, seed,
+                                recipe_dict(task, seed, s.trigger_epochs, widths), meta={"widths": list(widths)}))
+    return jobs
+
+
 def run_all(jobs: list[Job], workers: int) -> list[dict[str, Any]]:
     total, done, records = len(jobs), 0, []
     started = time.perf_counter()
@@ -408,15 +423,17 @@ def compute_text(st: dict[str, dict[str, Any]]) -> list[str]:
     bp = st["backprop (sequential)"]
     acc = {k: v["test_accuracy"] for k, v in st.items()}
     best = max(acc, key=lambda k: acc[k].mean)
-    lines = [f"**What the numbers say.** Highest mean test accuracy: {best} ({acc[best].mean:.3f})."]
+    short = {"backprop (sequential)": "backprop", "forward_forward": "forward_forward",
+             CAPSULE_R3: "capsule r=3", CAPSULE_R0: "capsule r=0"}
+    lines = [f"**What the numbers say.** Highest mean test accuracy: {short[best]} ({acc[best].mean:.3f})."]
     for label in list(st)[1:]:
         ep = st[label]["epochs"].mean
-        lines.append(f"{compare(acc[label], acc['backprop (sequential)'], label, 'backprop')} "
+        lines.append(f"{compare(acc[label], acc['backprop (sequential)'], short[label], 'backprop')} "
                      f"(it trained {ep:.0f} epochs, backprop {bp['epochs'].mean:.0f}).")
     lines.append(compare(acc[CAPSULE_R3], acc[CAPSULE_R0], "Routing by agreement (paper r=3)",
                          "uniform coupling (r=0)") + ".")
-    short = {"forward_forward": "forward_forward", CAPSULE_R3: "capsule r=3", CAPSULE_R0: "capsule r=0"}
-    walls = ", ".join(f"{short[k]} {v['wall_s'].mean / bp['wall_s'].mean:.1f}x" for k, v in st.items() if k in short)
+    walls = ", ".join(f"{short[k]} {v['wall_s'].mean / bp['wall_s'].mean:.1f}x" for k, v in st.items()
+                      if k != "backprop (sequential)")
     lines.append(f"Wall time for (about) the same training MACs, relative to backprop: {walls}.")
     ff = st["forward_forward"]
     lines.append(f"forward_forward's evaluation MACs are {ff['eval_macs'].mean / bp['eval_macs'].mean:.1f}x "
@@ -490,6 +507,8 @@ def growth_text(st: dict[str, dict[str, Any]], total: int) -> list[str]:
     static_key = next(k for k in st if k.startswith("static"))
     lines.append(compare(acc[best], acc[none_key], best, "the no-growth start") + ".")
     lines.append(compare(acc[best], acc[static_key], best, "the static final-size network") + ".")
+    lines.append(f"Growing spent {st[best]['macs'].mean / st[static_key]['macs'].mean * 100:.0f}% of the static "
+                 "final-size network's MACs (it trains at the small size first).")
     auto_key = next(k for k in st if k.startswith("extrema (auto"))
     auto = st[auto_key]
     lines.append(f"extrema (auto) added {auto['units_added'].mean:.1f} ± {auto['units_added'].std:.1f} units "
@@ -505,23 +524,31 @@ def trigger_section(sm: dict, tasks: list[str], s: Settings) -> list[str]:
            "network (a firing after the last epoch grows nothing and is not counted). **Accuracy per 10k "
            "params** is `test accuracy / final params x 10^4`, per run, then averaged: it rewards small "
            "networks and says nothing about whether the extra parameters were worth it on their own; "
-           "read it together with the accuracy column.", ""]
+           "read it together with the accuracy column. *Static net of that size* is a network of the row's "
+           "mean final widths (rounded), trained from scratch for the same epochs without growth (seeds "
+           "alike): the answer to \"would starting at that size have done as well?\".", ""]
     for task in tasks:
         out += [f"### {task}", ""]
-        rows, stats = [], {}
+        rows, stats, statics = [], {}, {}
         for label in trigger_rows(s):
             st = sm[("trigger", task, "", label)]
             stats[label] = st
+            ref = sm.get(("trigger_static", task, "", label))
+            if ref is not None:
+                statics[label] = ref
+            static_cell = ("same network" if ref is None else
+                           f"{f_widths(ref['runs'][0]['meta']['widths'])}: {f_acc(ref['test_accuracy'])}")
             rows.append([label, f_num(st["firings"], 1), f_num(st["units_added"], 0), f_widths(st["widths"]),
                          f_acc(st["test_accuracy"]), f_int(st["params"]), f_num(st["acc_per_10k"], 3),
-                         f_macs(st["macs"]), f_num(st["wall_s"], 2)])
+                         static_cell, f_macs(st["macs"]), f_num(st["wall_s"], 2)])
         out += table(["trigger", "growth firings", "units added", "final widths (mean)", "test accuracy",
-                      "params", "accuracy per 10k params", "MACs (train + eval)", "wall s"], rows)
-        out += ["", *trigger_text(stats), ""]
+                      "params", "accuracy per 10k params", "static net of that size: test accuracy",
+                      "MACs (train + eval)", "wall s"], rows)
+        out += ["", *trigger_text(stats, statics), ""]
     return out
 
 
-def trigger_text(st: dict[str, dict[str, Any]]) -> list[str]:
+def trigger_text(st: dict[str, dict[str, Any]], statics: dict[str, dict[str, Any]]) -> list[str]:
     acc = {k: v["test_accuracy"] for k, v in st.items()}
     fired = ", ".join(f"{k} {v['firings'].mean:.1f}" for k, v in st.items() if k != "never")
     best = max(acc, key=lambda k: acc[k].mean)
@@ -534,6 +561,9 @@ def trigger_text(st: dict[str, dict[str, Any]]) -> list[str]:
     if best != "never":
         lines.append(compare(acc[best], acc["never"], best, "never (no growth)") + ".")
     lines.append(f"Highest accuracy per 10k params: {eff} ({st[eff]['acc_per_10k'].mean:.3f}).")
+    for k, ref in statics.items():
+        static_name = f"a static {f_widths(ref['runs'][0]['meta']['widths'])} network"
+        lines.append(compare(acc[k], ref["test_accuracy"], k, static_name) + ".")
     return [" ".join(lines)]
 
 
@@ -564,7 +594,8 @@ def render(args: argparse.Namespace, s: Settings, sm: dict, plan: dict[str, Any]
         "library's counts (see [concepts.md](concepts.md#compute-accounting))",
         "- **comparison rule** used in the text: a difference of means counts as larger than seed noise when "
         "it exceeds the larger of the two rows' standard deviations; otherwise it is called *within the seed "
-        f"std*. With {args.seeds} seed(s) this is a rough screen, not a significance test.",
+        f"std*. With {args.seeds} seed{'s' if args.seeds != 1 else ''} this is a rough screen, not a "
+        "significance test.",
     ]
     if args.quick:
         head += ["- **QUICK MODE** (`--quick`): one seed and a few epochs; a smoke test, not results."]
@@ -588,8 +619,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     started = time.perf_counter()
     jobs, plan = build_jobs(s, args.tasks, args.seeds)
-    print(f"{len(jobs)} runs, {args.workers} worker(s)", flush=True)
+    print(f"phase 1: {len(jobs)} runs, {args.workers} worker(s)", flush=True)
     records = run_all(jobs, args.workers)
+    second = static_jobs(summarize(records), s, args.tasks, args.seeds)
+    print(f"phase 2: {len(second)} runs (static networks of the triggers' final sizes)", flush=True)
+    records += run_all(second, args.workers)
     sm = summarize(records)
     argv_shown = sys.argv[1:] if argv is None else argv
     info = {"command": shlex.join([".venv/bin/python", "benchmarks/results.py", *argv_shown]),

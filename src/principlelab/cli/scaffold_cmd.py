@@ -12,7 +12,7 @@ __all__ = ["new_principle"]
 @click.command("new-principle")
 @click.argument("slot", metavar="SLOT")
 @click.argument("name", metavar="NAME")
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--dir", "directory", type=click.Path(path_type=Path),
               help="Where to write the package (default: ./principlelab-NAME); must be new or empty.")
 @click.option("--package", metavar="PKG", help="Import name of the package (default: principlelab_NAME).")
 def new_principle(slot: str, name: str, directory: Path | None, package: str | None) -> None:

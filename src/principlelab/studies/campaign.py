@@ -42,6 +42,7 @@ from principlelab.studies.optuna_setup import (
     make_sampler,
     make_storage,
     retry_callback,
+    rung_base,
 )
 from principlelab.studies.promotion import Candidate, RankCorrelation, pareto, rank_correlation, top_k
 from principlelab.studies.space import SearchSpace
@@ -140,10 +141,12 @@ class CampaignRunner:
 
     def study(self, ctx: LevelContext) -> optuna.Study:
         seed = self.spec.seed + 1000 * ctx.level_index
+        max_resource = self._expected_mmacs(ctx)
+        ctx.rung_base = rung_base(max_resource)
         return optuna.create_study(
             study_name=ctx.study_name, storage=self.storage, load_if_exists=True, direction="maximize",
             sampler=make_sampler(ctx.level, seed, workers=self.workers),
-            pruner=make_pruner(ctx.level, ctx.level_index, max_resource=self._expected_mmacs(ctx)))
+            pruner=make_pruner(ctx.level, ctx.level_index, max_resource=max_resource))
 
     def _expected_mmacs(self, ctx: LevelContext) -> int:
         """Training compute of the initial network over the level's epochs, in MMACs (pruner rungs)."""
@@ -217,8 +220,8 @@ class CampaignRunner:
         def release() -> None:
             nonlocal held
             if held:
-                held = False
                 conn.execute(text("SELECT pg_advisory_unlock(:ns, :key)"), keys)
+                held = False
 
         try:
             conn.execute(text("SELECT pg_advisory_lock(:ns, :key)"), keys)

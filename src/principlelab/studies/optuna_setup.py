@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from principlelab.errors import ConfigError, StorageError
@@ -55,13 +56,27 @@ def make_storage(url: str, failed_trial_callback: Callable[..., Any] | None = No
                     else "failed_trial_callback")
     engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}} if is_sqlite(url) else {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
             grace_period=HEARTBEAT_GRACE_S, **{callback_arg: failed_trial_callback})
+        if is_sqlite(url):
+            # WAL with synchronous=NORMAL: no fsync per commit (each Optuna call commits), and the database
+            # stays consistent; a power cut can lose the last commits, never corrupt the file.
+            event.listen(storage.engine, "connect", _sqlite_pragmas)
+            storage.engine.dispose()
+        return storage
     except Exception as exc:  # sqlalchemy errors, missing drivers, bad paths
         shown = make_url(url).render_as_string(hide_password=True)
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StorageError(f"cannot open the Optuna storage at {shown}: {detail}") from None
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
 
 
 def make_sampler(level: LevelSpec, seed: int, *, workers: int) -> optuna.samplers.BaseSampler:
@@ -84,9 +99,14 @@ def pruning_step_kind(level: LevelSpec, level_index: int) -> str:
     return "compute" if level.pruner_name(level_index) in ("hyperband", "successive_halving") else "epoch"
 
 
+def rung_base(max_resource: int) -> int:
+    """The smallest rung (MMACs) of the rung-based pruners: 1/27 of a full trial's compute."""
+    return max(1, max_resource // 27)
+
+
 def make_pruner(level: LevelSpec, level_index: int, *, max_resource: int) -> optuna.pruners.BasePruner:
     """The level's pruner. ``max_resource`` is the expected compute (MMACs) of a full trial."""
-    min_resource = max(1, max_resource // 27)
+    min_resource = rung_base(max_resource)
     name = level.pruner_name(level_index)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=min_resource, max_resource=max(max_resource, 2),
