@@ -120,7 +120,7 @@ def test_schema_created_prefixed_with_version_and_sqlite_pragmas(db: Leaderboard
     assert names >= PLAB_TABLES and all(n.startswith("plab_") for n in PLAB_TABLES)
     assert {"plab_meta", "plab_campaigns", "plab_study_versions", "plab_runs", "plab_growth_events",
             "plab_promotions"} == PLAB_TABLES
-    assert db.schema_version == SCHEMA_VERSION == 1
+    assert db.schema_version == SCHEMA_VERSION == 2
     columns = {c["name"] for c in inspect(db.engine).get_columns("plab_runs")}
     for slot in SLOTS:
         assert {slot, f"{slot}_config"} <= columns
@@ -152,12 +152,12 @@ def test_upgrade_runs_each_migration_once(tmp_path: Path, monkeypatch: pytest.Mo
     Builder(LeaderboardDB(url)).run("aaaaaa1111", 0, 0.9)
     _set_version(url, fake_version)  # a version-0 database (no or a zero schema_version row)
     calls: list[int] = []
-    monkeypatch.setattr(dbmod, "MIGRATIONS", {1: lambda conn: calls.append(1)})
+    monkeypatch.setattr(dbmod, "MIGRATIONS", {1: lambda conn: calls.append(1), 2: lambda conn: calls.append(2)})
     upgraded = LeaderboardDB(url)
-    assert calls == [1] and upgraded.schema_version == 1
+    assert calls == [1, 2] and upgraded.schema_version == 2
     assert len(query(upgraded)) == 1  # data kept
     LeaderboardDB(url).close()
-    assert calls == [1]  # current: nothing runs again
+    assert calls == [1, 2]  # current: nothing runs again
 
 
 def test_upgrade_to_a_new_version_alters_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -167,10 +167,10 @@ def test_upgrade_to_a_new_version_alters_tables(tmp_path: Path, monkeypatch: pyt
     def add_column(conn: Any) -> None:
         conn.execute(text("ALTER TABLE plab_runs ADD COLUMN note TEXT"))
 
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(dbmod, "MIGRATIONS", {1: lambda conn: None, 2: add_column})
+    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(dbmod, "MIGRATIONS", {**dbmod.MIGRATIONS, 3: add_column})
     database = LeaderboardDB(url)
-    assert database.schema_version == 2
+    assert database.schema_version == 3
     assert "note" in {c["name"] for c in inspect(database.engine).get_columns("plab_runs")}
 
 
@@ -183,14 +183,28 @@ def test_failed_migration_leaves_the_version_and_tables_alone(tmp_path: Path,
         conn.execute(text("ALTER TABLE plab_runs ADD COLUMN note TEXT"))
         conn.execute(text("SELECT no_such_function()"))
 
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(dbmod, "MIGRATIONS", {2: broken})
+    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(dbmod, "MIGRATIONS", {3: broken})
     with pytest.raises(StorageError):
         LeaderboardDB(url)
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 1)
+    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 2)
     database = LeaderboardDB(url)
-    assert database.schema_version == 1  # transactional DDL: the column is gone too
+    assert database.schema_version == 2  # transactional DDL: the column is gone too
     assert "note" not in {c["name"] for c in inspect(database.engine).get_columns("plab_runs")}
+
+
+def test_a_version_1_database_gets_the_run_curve_and_structure_columns(tmp_path: Path):
+    url = url_for(tmp_path)
+    Builder(LeaderboardDB(url)).run("aaaaaa1111", 0, 0.9)
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:  # what version 1 looked like
+        conn.execute("ALTER TABLE plab_runs DROP COLUMN curve")
+        conn.execute("ALTER TABLE plab_runs DROP COLUMN structure")
+    conn.close()
+    _set_version(url, 1)
+    upgraded = LeaderboardDB(url)
+    assert upgraded.schema_version == 2
+    assert {"curve", "structure"} <= {c["name"] for c in inspect(upgraded.engine).get_columns("plab_runs")}
+    assert len(query(upgraded)) == 1  # data kept
 
 
 def test_newer_schema_and_missing_migration_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

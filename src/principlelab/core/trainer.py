@@ -60,15 +60,25 @@ class RunResult:
     growth_events: list[GrowthEvent]
     epochs: list[EpochReport]
     versions: dict[str, str] = field(default_factory=dict)
+    structure: dict[str, Any] = field(default_factory=dict)  # final widths, skip edges, activation
+
+    def curve(self) -> list[dict[str, Any]]:
+        """Per epoch: losses, validation accuracy, parameters, compute, samples, time and widths."""
+        return epoch_curve(self.epochs)
+
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; growth events as dicts, the recipe resolved in full."""
         data = {k: v for k, v in asdict(self).items() if k not in ("recipe", "growth_events", "epochs")}
         data["growth_events"] = [e.to_dict() for e in self.growth_events]
-        data["epochs"] = [{**{k: v for k, v in asdict(r).items() if k != "events"},
-                           "events": len(r.events)} for r in self.epochs]
+        data["epochs"] = self.curve()
         data["recipe"] = self.recipe.model_dump(mode="json")
         return data
+
+
+def epoch_curve(reports: list[EpochReport]) -> list[dict[str, Any]]:
+    """JSON-ready rows of ``reports`` (without their events, which are stored on their own)."""
+    return [{k: v for k, v in asdict(r).items() if k != "events"} | {"events": len(r.events)} for r in reports]
 
 
 class Callback:
@@ -211,7 +221,8 @@ class Trainer:
             val_loss=last.val_loss, params=net.num_params(), macs=signals.total_macs,
             forward_macs=net.forward_macs() + composition.forward_macs(net), samples_seen=signals.samples_seen,
             wall_s=time.perf_counter() - started, widths=list(net.widths), growth_events=self.events,
-            epochs=reports)
+            epochs=reports, structure={"widths": list(net.widths), "skips": sorted(net.skips),
+                                       "activation": net.activation})
         for callback in self.callbacks:
             callback.on_train_end(result)
         return result

@@ -66,10 +66,20 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from principlelab.core.recipe import SLOTS
 from principlelab.errors import ConfigError, StorageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema this code writes. Bump it and add ``MIGRATIONS[new_version]`` to change the tables."""
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+
+def _add_run_curve_and_structure(conn: Connection) -> None:
+    """Version 2: per-epoch curves and the final network structure of every run (for reports)."""
+    for column in ("curve", "structure"):
+        conn.execute(text(f"ALTER TABLE plab_runs ADD COLUMN {column} JSON"))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    1: lambda conn: None,  # version 0 (tables without a schema_version row) has the version-1 tables
+    2: _add_run_curve_and_structure,
+}
 """``MIGRATIONS[v](connection)`` upgrades a version ``v - 1`` schema to version ``v`` (in one transaction,
 before tables new in this code are created). Version 0 is a database with principlelab tables but no
 ``schema_version`` row."""
@@ -171,6 +181,8 @@ class RunRow(Base):
     wall_s: Mapped[float] = mapped_column(Float, default=0.0)
     growth_event_count: Mapped[int] = mapped_column(Integer, default=0)
     versions: Mapped[Any] = mapped_column(JSON, nullable=True)
+    curve: Mapped[Any] = mapped_column(JSON, nullable=True)  # per epoch: losses, accuracy, params, widths, MACs
+    structure: Mapped[Any] = mapped_column(JSON, nullable=True)  # final widths, skip edges, activation
     space_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     promoted_from_run_id: Mapped[int | None] = mapped_column(
         ForeignKey("plab_runs.id", ondelete="SET NULL"), nullable=True)

@@ -16,7 +16,7 @@ import optuna
 
 from principlelab.core.recipe import SLOTS, Recipe
 from principlelab.core.tasks import load_task
-from principlelab.core.trainer import Callback, EpochReport, RunResult, Trainer
+from principlelab.core.trainer import Callback, EpochReport, RunResult, Trainer, epoch_curve
 from principlelab.errors import ConfigError
 from principlelab.registry.versions import versions_for
 from principlelab.studies.campaign_file import CampaignSpec, LevelSpec
@@ -47,6 +47,7 @@ class PruningCallback(Callback):
         self.trial, self.step_kind = trial, step_kind
         self.next_rung = rung_base
         self.last: EpochReport | None = None
+        self.reports: list[EpochReport] = []
         self.step = 0
         self.events: list[Any] = []
 
@@ -55,6 +56,7 @@ class PruningCallback(Callback):
 
     def on_epoch_end(self, report: EpochReport) -> None:
         self.last = report
+        self.reports.append(report)
         step = report.epoch + 1 if self.step_kind == "epoch" else max(self.step + 1, report.macs // MMAC)
         self.step = step
         if self.next_rung is not None:
@@ -117,12 +119,12 @@ class Objective:
             result = Trainer(recipe, principles, task, [pruning]).run()
             result.versions = versions_for(ctx.registry, recipe)
         except optuna.TrialPruned as exc:
-            self._record(row, "pruned", str(exc), report=pruning.last, events=pruning.events)
+            self._record(row, "pruned", str(exc), reports=pruning.reports, events=pruning.events)
             raise
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             trial.set_user_attr("failure_reason", reason)
-            self._record(row, "failed", reason, report=pruning.last, events=pruning.events)
+            self._record(row, "failed", reason, reports=pruning.reports, events=pruning.events)
             raise
         self._record(row, "complete", None, result=result)
         return result.val_accuracy
@@ -149,7 +151,7 @@ class Objective:
         return described
 
     def _record(self, row: dict[str, Any], status: str, reason: str | None, *, result: RunResult | None = None,
-                report: EpochReport | None = None, events: list[Any] = ()) -> None:  # type: ignore[assignment]
+                reports: list[EpochReport] = (), events: list[Any] = ()) -> None:  # type: ignore[assignment]
         ctx = self.ctx
         row = {**row, "status": status, "failure_reason": reason, "campaign_id": ctx.campaign_id,
                "study_version_id": ctx.study_version_id, "optuna_study_name": ctx.study_name, "task": ctx.task,
@@ -160,10 +162,12 @@ class Objective:
                        test_loss=result.test_loss, val_loss=result.val_loss, params=result.params, macs=result.macs,
                        samples_seen=result.samples_seen, wall_s=result.wall_s,
                        growth_event_count=len(result.growth_events), versions=result.versions,
-                       objective=result.val_accuracy)
+                       objective=result.val_accuracy, curve=result.curve(), structure=result.structure)
             event_rows = [e.to_dict() for e in result.growth_events]
-        elif report is not None:
-            row.update(val_accuracy=report.val_accuracy, val_loss=report.val_loss, params=report.params,
+        elif reports:
+            report = reports[-1]
+            row.update(curve=epoch_curve(list(reports)), structure={"widths": report.widths, "skips": []},
+                       val_accuracy=report.val_accuracy, val_loss=report.val_loss, params=report.params,
                        macs=report.macs, samples_seen=report.samples_seen, wall_s=report.wall_s,
                        growth_event_count=len(event_rows))
         row.setdefault("growth_event_count", len(event_rows))
