@@ -176,7 +176,8 @@ def test_default_directory_and_custom_package(tmp_path: Path, monkeypatch: pytes
     pkg = tmp_path / "principlelab-loss_spike"
     assert (pkg / "src" / "principlelab_loss_spike" / "loss_spike.py").is_file()
     lines = done.output.splitlines()
-    assert lines[0].startswith("Created principlelab-loss_spike/")
+    assert lines[0] == ("Created the trigger 'loss_spike' (class principlelab_loss_spike.loss_spike.LossSpike) "
+                        "in the package principlelab-loss-spike:")
     assert "  principlelab-loss_spike/tests/test_loss_spike.py" in lines
     assert "  cd principlelab-loss_spike" in lines and "  plab plugins --slot trigger" in lines
 

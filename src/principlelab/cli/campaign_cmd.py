@@ -153,11 +153,15 @@ def render_status(state: dict[str, Any]) -> None:
 @click.command()
 @click.option("--campaign", "name", required=True, help="Name of a campaign already in the database.")
 @click.option("--storage", required=True, help="SQLAlchemy URL of the shared database (PostgreSQL).")
-def worker(name: str, storage: str) -> None:
+@click.option("--principles-dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Directory with the campaign's local principles.py (the campaign file's directory), if it has one.")
+def worker(name: str, storage: str, principles_dir: Path | None) -> None:
     """Join a running campaign from this machine (Optuna's distributed mode)."""
+    from principlelab.registry import get_registry
     from principlelab.studies.optuna_setup import check_workers
 
     check_workers(storage, 2)
-    runner = CampaignRunner.from_storage(name, storage, workers=2)
+    registry = get_registry(local_dir=principles_dir)
+    runner = CampaignRunner.from_storage(name, storage, registry=registry, workers=2)
     outcome = runner.work()
     click.echo(f"worker done: campaign {name!r}; {len(outcome.correlations)} promotion(s) reported here")

@@ -22,11 +22,12 @@ def new_principle(slot: str, name: str, directory: Path | None, package: str | N
     minimal principle, its conformance tests, a campaign comparing it with a built-in, and the entry
     point that makes principlelab find it once installed (pip install -e DIR).
     """
-    from principlelab.scaffold import next_steps, scaffold
+    from principlelab.scaffold import SLOT_TEMPLATES, next_steps, scaffold
 
     result = scaffold(slot, name, directory, package=package)
-    click.echo(f"Created {result.root}/: the {slot} principle {name!r} ({result.package}.{name}."
-               f"{result.class_name}) in the package {result.distribution}")
+    kind = SLOT_TEMPLATES[result.slot].kind
+    click.echo(f"Created the {kind} {name!r} (class {result.package}.{name}.{result.class_name}) in the package "
+               f"{result.distribution}:")
     for relative in result.files:
         click.echo(f"  {result.root / relative}")
     click.echo("\nNext steps:")

@@ -111,6 +111,10 @@ class LearningRule(Principle):
         """Training multiply-accumulates per sample: forward plus backward (about 2x forward)."""
         return 3 * (net.forward_macs() + composition.forward_macs(net))
 
+    def parameters(self) -> list[torch.Tensor]:
+        """Trainable tensors the rule owns beyond the network's (e.g. a label embedding); default none."""
+        return []
+
     def eval_macs_per_sample(self, net: Network, composition: Composition) -> int:
         """Multiply-accumulates per evaluated sample (default: one forward pass)."""
         return net.forward_macs() + composition.forward_macs(net)

@@ -133,6 +133,11 @@ class Trainer:
         self.events: list[GrowthEvent] = []
         self._awaiting_loss_after: list[GrowthEvent] = []
 
+    def num_params(self) -> int:
+        """Active parameters of the network plus those the composition and learning rule own."""
+        owned = [*self.composition.parameters(), *self.learning.parameters()]
+        return self.net.num_params() + sum(t.numel() for t in owned)
+
     def _grow(self, firing: Firing, epoch: int) -> list[GrowthEvent]:
         growth = self.p["growth"]
         events = growth.grow(self.net, self.signals, self.growth_generator)  # type: ignore[attr-defined]
@@ -207,7 +212,7 @@ class Trainer:
                 self._grow(firing, epoch)
             elif firing is not None:  # no growth after the last epoch: tell the trigger nothing grew
                 trigger.on_growth([], signals)  # type: ignore[attr-defined]
-            report = EpochReport(epoch, signals.step, train_loss, val_loss, val_acc, net.num_params(),
+            report = EpochReport(epoch, signals.step, train_loss, val_loss, val_acc, self.num_params(),
                                  signals.total_macs, signals.samples_seen, time.perf_counter() - started,
                                  list(net.widths), self.events[first_event:])
             reports.append(report)
@@ -218,7 +223,7 @@ class Trainer:
         last = reports[-1]
         result = RunResult(
             recipe=recipe, test_accuracy=test_acc, test_loss=test_loss, val_accuracy=last.val_accuracy,
-            val_loss=last.val_loss, params=net.num_params(), macs=signals.total_macs,
+            val_loss=last.val_loss, params=self.num_params(), macs=signals.total_macs,
             forward_macs=net.forward_macs() + composition.forward_macs(net), samples_seen=signals.samples_seen,
             wall_s=time.perf_counter() - started, widths=list(net.widths), growth_events=self.events,
             epochs=reports, structure={"widths": list(net.widths), "skips": sorted(net.skips),

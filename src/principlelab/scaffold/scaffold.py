@@ -18,6 +18,7 @@ braces in them need no escaping.
 
 from __future__ import annotations
 
+import importlib
 import keyword
 import re
 from collections.abc import Mapping
@@ -116,11 +117,22 @@ def validate_slot(slot: str) -> str:
 
 
 def builtin_names() -> dict[str, str]:
-    """``{name: slot}`` of every principle principlelab itself registers."""
-    from principlelab.registry import get_registry
+    """``{name: slot}`` of every principle principlelab itself registers.
 
-    registry = get_registry()
-    return {name: slot for slot, name, _ in registry.items() if registry.source(slot, name).package == "principlelab"}
+    Calls the hooks of the built-in plugin modules directly: no installed plugin is imported, so a
+    broken one cannot warn or fail here.
+    """
+    from principlelab.registry.hookspecs import SLOT_HOOKS
+    from principlelab.registry.manager import DEFAULT_PLUGINS
+
+    names: dict[str, str] = {}
+    for path in DEFAULT_PLUGINS:
+        module = importlib.import_module(path)
+        for hook, slot in SLOT_HOOKS.items():
+            register = getattr(module, hook, None)
+            if callable(register):
+                register(lambda cls, slot=slot: names.setdefault(cls.name, slot))
+    return names
 
 
 def validate_name(name: str, slot: str, *, builtins: Mapping[str, str] | None = None) -> str:
@@ -293,7 +305,7 @@ def next_steps(result: Scaffolded) -> list[str]:
     return [
         f"cd {result.root}",
         "pip install -e .",
-        "pytest",
+        "python -m pytest",
         f"plab plugins --slot {result.slot}",
         "plab campaign run campaign.toml",
         f"plab leaderboard --campaign {result.name} --fidelity fine --group-by recipe",

@@ -261,6 +261,11 @@ class ForwardForward(LearningRule):
         first, rest = self._hidden_macs(net)
         return 2 * (first + 2 * rest) + 2 * net.widths[1]
 
+    def parameters(self) -> list[torch.Tensor]:
+        """The label embedding E [width_1, C] (the network's own tensors are counted by the network)."""
+        embedding = getattr(self, "embedding", None)
+        return [] if embedding is None else [embedding]
+
     def eval_macs_per_sample(self, net: Network, composition: Composition) -> int:
         """Evaluation runs one pass per class label (see :meth:`predict_macs_per_sample`)."""
         return self.predict_macs_per_sample(net)

@@ -1,0 +1,594 @@
+"""Optuna's journal storage on an SQL database: one appended row per Optuna operation.
+
+Optuna's :class:`~optuna.storages.RDBStorage` spends about three committed SQL round trips on every
+storage operation, and a trial is ``3 + number of params`` operations or more: 20-100 ms per trial on
+SQLite or PostgreSQL, which dominates principlelab's ~50 ms trials. Optuna's
+:class:`~optuna.storages.JournalStorage` instead keeps every study in memory and appends one log
+record per operation; this module gives it a backend on the same SQLAlchemy URL as everything else:
+
+* :class:`SQLJournalBackend`: the journal, a table ``plab_optuna_journal (id, body)`` whose ``id`` is
+  the log number (0, 1, 2, ...) and ``body`` the JSON record. Appends are serialised (SQLite:
+  ``BEGIN IMMEDIATE``; PostgreSQL: ``LOCK TABLE ... IN EXCLUSIVE MODE`` inside the transaction) and
+  number their rows ``max(id) + 1, ...`` under that lock, so commit order is id order and every
+  reader sees the same total order without gaps. A snapshot of the replayed state (Optuna pickles
+  it every 100 trials) lives in ``plab_optuna_journal_snapshot``.
+* :class:`SQLJournalStorage`: the journal storage plus heartbeats (table ``plab_optuna_heartbeats``,
+  times from the database clock), so that a killed worker's trial is failed and retried exactly as
+  with ``RDBStorage(heartbeat_interval=..., grace_period=..., heartbeat_stale_trial_callback=...)``:
+  ``study.optimize`` runs the heartbeat thread and ``optuna.storages.fail_stale_trials`` works.
+* :func:`journal_storage`: the storage principlelab uses, with the stale-trial callback under the
+  argument name of the installed Optuna.
+
+Works on Optuna 4.x and 5.x.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal._base import BaseJournalBackend, BaseJournalSnapshot  # public since 4.0
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
+from sqlalchemy.schema import CreateTable
+
+__all__ = [
+    "DEFAULT_HEARTBEAT_TABLE",
+    "DEFAULT_JOURNAL_TABLE",
+    "SQLJournalBackend",
+    "SQLJournalStorage",
+    "journal_storage",
+]
+
+DEFAULT_JOURNAL_TABLE = "plab_optuna_journal"
+DEFAULT_HEARTBEAT_TABLE = "plab_optuna_heartbeats"
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+PING_IDLE_S = 5.0
+_INSERT_CHUNK = 200  # logs per INSERT statement (SQLite allows 32766 bound parameters)
+_PREFETCH_LIMIT = 10_000  # logs an append reads back for the next read_logs (a contiguous prefix)
+_SNAPSHOT_KEY = "replay"
+_APPEND_FN_VERSION = 1
+
+StaleTrialCallback = Callable[["optuna.Study", FrozenTrial], None]
+
+# ------------------------------------------------------------------------------------------ engines
+
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _forget_inherited_connections() -> None:
+    """After ``fork``: the child must not reuse the parent's pooled connections (shared sockets)."""
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited_connections)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _mark_used(_dbapi_connection: Any, record: Any) -> None:
+    if record is not None:
+        record.info["plab_used_at"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Ping a pooled connection idle for more than PING_IDLE_S before reuse (a dead one is replaced).
+
+    Unlike ``pool_pre_ping`` this costs no round trip per operation, and it makes the statement sent
+    next (an append, not safely retried) fail only if the server went away within the last seconds.
+    """
+    used_at = record.info.get("plab_used_at")
+    if used_at is None or time.monotonic() - used_at < PING_IDLE_S:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT 1")
+        cursor.close()
+    except Exception as exc:
+        raise DisconnectionError(f"stale pooled connection: {exc}") from exc
+
+
+def _is_memory_sqlite(url: URL) -> bool:
+    database = url.database or ""
+    return database in ("", ":memory:") or "mode=memory" in database or url.query.get("mode") == "memory"
+
+
+def _make_engine(url: str | URL, engine_kwargs: dict[str, Any] | None = None) -> Engine:
+    """An AUTOCOMMIT engine: every statement commits by itself unless we send BEGIN/COMMIT ourselves.
+
+    Reads are single statements (one consistent snapshot each) and cost no BEGIN/COMMIT round trips;
+    appends open their transaction explicitly (``BEGIN IMMEDIATE`` on SQLite).
+    """
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", **(engine_kwargs or {})}
+    if parsed.get_backend_name() == "sqlite":
+        if _is_memory_sqlite(parsed):
+            raise ValueError(
+                f"an in-memory SQLite database ({parsed}) cannot hold a journal shared by connections; "
+                "use a file (sqlite:///path.db) or optuna.storages.InMemoryStorage()")
+        connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, **kwargs.pop("connect_args", {})}
+        engine = create_engine(parsed, connect_args=connect_args, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        kwargs.setdefault("pool_recycle", 3600)
+        engine = create_engine(parsed, **kwargs)
+        event.listen(engine, "checkout", _ping_if_idle)
+        event.listen(engine, "checkin", _mark_used)
+    _ENGINES.add(engine)
+    return engine
+
+
+def _create_tables(engine: Engine, tables: Sequence[Table]) -> None:
+    """``CREATE TABLE IF NOT EXISTS``; a concurrent creator winning the race is fine."""
+    for table in tables:
+        if inspect(engine).has_table(table.name):
+            continue
+        try:
+            with engine.connect() as conn:
+                conn.execute(CreateTable(table, if_not_exists=True))
+        except SQLAlchemyError:
+            if not inspect(engine).has_table(table.name):
+                raise
+
+
+def _create_pg_append_function(engine: Engine, q_table: str, table: str) -> str | None:
+    """``{table}_append_v1(bodies, read_from)``: lock, number, insert and read back in one round trip.
+
+    Inside a VOLATILE PL/pgSQL function every statement takes a fresh snapshot, so ``MAX(id)``,
+    evaluated after ``LOCK TABLE`` was granted, sees every earlier append (committed before the lock
+    was released). Returns the logs from ``read_from`` (a contiguous prefix; none if negative).
+    None if the function cannot be created (no CREATE right): appends then use explicit transactions.
+    """
+    preparer = engine.dialect.identifier_preparer
+    name = preparer.quote(f"{table}_append_v{_APPEND_FN_VERSION}")
+    signature = f"{name}(text[], bigint)"
+    ddl = f"""
+CREATE OR REPLACE FUNCTION {name}(bodies text[], read_from bigint)
+RETURNS TABLE (log_id bigint, log_body text) LANGUAGE plpgsql VOLATILE AS $plab$
+DECLARE base bigint;
+BEGIN
+    LOCK TABLE {q_table} IN EXCLUSIVE MODE;
+    SELECT COALESCE(MAX(j.id), -1) + 1 INTO base FROM {q_table} AS j;
+    INSERT INTO {q_table} (id, body) SELECT base + u.o - 1, u.b FROM unnest(bodies) WITH ORDINALITY AS u(b, o);
+    IF read_from >= 0 THEN
+        RETURN QUERY SELECT j.id, j.body FROM {q_table} AS j WHERE j.id >= read_from ORDER BY j.id
+            LIMIT {_PREFETCH_LIMIT};
+    END IF;
+END
+$plab$"""
+    exists = text("SELECT to_regprocedure(:sig) IS NOT NULL")
+    try:
+        with engine.connect() as conn:
+            if conn.execute(exists, {"sig": signature}).scalar_one():
+                return name
+            conn.exec_driver_sql(ddl)
+    except SQLAlchemyError:
+        try:  # another worker may have created it at the same moment
+            with engine.connect() as conn:
+                if not conn.execute(exists, {"sig": signature}).scalar_one():
+                    return None
+        except SQLAlchemyError:
+            return None
+    return name
+
+
+def _db_epoch_sql(dialect: str) -> str | None:
+    """SQL for the database clock in seconds since the epoch (UTC), or None: use this host's clock."""
+    if dialect == "postgresql":
+        return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
+    if dialect == "sqlite":
+        return "((julianday('now') - 2440587.5) * 86400.0)"
+    return None
+
+
+# ------------------------------------------------------------------------------------------ backend
+
+
+class SQLJournalBackend(BaseJournalBackend, BaseJournalSnapshot):
+    """Optuna journal in an SQL table: ``id`` (log number from 0) and ``body`` (one JSON record).
+
+    Appends are atomic and totally ordered: a batch takes the table's write lock (SQLite
+    ``BEGIN IMMEDIATE``, PostgreSQL ``LOCK TABLE ... IN EXCLUSIVE MODE``; plain reads are not
+    blocked), numbers its logs ``max(id) + 1, ...`` and commits, so commit order is id order and no
+    reader can see log ``n + 1`` without log ``n``. :meth:`read_logs` returns the contiguous run of
+    logs from ``log_number_from`` (it stops at a gap, which the locking never leaves).
+
+    Args:
+        url: SQLAlchemy URL (SQLite file or PostgreSQL; other servers work with their table lock
+            replaced by an exclusive transaction, untested).
+        table: the journal table; the snapshot table is ``{table}_snapshot``.
+        engine_kwargs: extra :func:`sqlalchemy.create_engine` arguments.
+    """
+
+    def __init__(self, url: str | URL, *, table: str = DEFAULT_JOURNAL_TABLE,
+                 engine_kwargs: dict[str, Any] | None = None) -> None:
+        self._url = make_url(url)
+        self._table_name = table
+        self._engine_kwargs = dict(engine_kwargs or {})
+        self._setup()
+
+    def _setup(self) -> None:
+        self._engine = _make_engine(self._url, self._engine_kwargs)
+        self.dialect = self._engine.dialect.name
+        metadata = MetaData()
+        self.table = Table(
+            self._table_name, metadata,
+            # INTEGER PRIMARY KEY is SQLite's rowid: max(id) and range scans need no second index
+            Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
+            Column("body", Text, nullable=False))
+        self.snapshot_table = Table(
+            f"{self._table_name}_snapshot", metadata,
+            Column("key", String(32), primary_key=True),
+            Column("snapshot", LargeBinary, nullable=False))
+        _create_tables(self._engine, [self.table, self.snapshot_table])
+        preparer = self._engine.dialect.identifier_preparer
+        self._q_table = preparer.format_table(self.table)
+        self._q_snapshot = preparer.format_table(self.snapshot_table)
+        self._prefetch_lock = threading.Lock()
+        self._prefetched: tuple[int, list[Any]] | None = None
+        self._read_end: int | None = None
+        self._append_fn = _create_pg_append_function(self._engine, self._q_table, self._table_name) \
+            if self.dialect == "postgresql" else None
+
+    @property
+    def url(self) -> URL:
+        return self._url
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def dispose(self) -> None:
+        """Close the pooled connections (the backend reconnects when used again)."""
+        self._engine.dispose()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for key in ("_engine", "table", "snapshot_table", "_prefetch_lock", "_prefetched", "_read_end"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._setup()
+
+    # -------------------------------------------------------------------------------------- logs
+    def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
+        with self._prefetch_lock:
+            prefetched, self._prefetched = self._prefetched, None
+        if prefetched is not None and prefetched[0] == log_number_from:
+            rows = prefetched[1]  # read by the append just before, in its transaction
+        else:
+            sql = text(f"SELECT id, body FROM {self._q_table} WHERE id >= :n ORDER BY id")
+            rows = self._retrying(lambda conn: conn.execute(sql, {"n": log_number_from}).all())
+        logs: list[dict[str, Any]] = []
+        expected = log_number_from
+        for log_id, body in rows:
+            if log_id != expected:  # never happens with serialised appends; never skip a log
+                break
+            logs.append(json.loads(body))
+            expected += 1
+        self._read_end = expected
+        return logs
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        """Append ``logs`` atomically, numbered after every log committed before.
+
+        Optuna's journal storage reads the new logs right after each append: the append reads them
+        too, in its transaction (from where the last :meth:`read_logs` ended), and the next
+        :meth:`read_logs` from there returns them without another query.
+        """
+        if not logs:
+            return
+        bodies = [json.dumps(log, separators=(",", ":")) for log in logs]
+        read_from = self._read_end
+        with self._prefetch_lock:
+            self._prefetched = None
+        if self._append_fn is not None:
+            with self._engine.connect() as conn:  # one statement, one round trip, its own transaction
+                rows = conn.execute(
+                    text(f"SELECT log_id, log_body FROM {self._append_fn}(CAST(:bodies AS TEXT[]), :read_from)"),
+                    {"bodies": bodies, "read_from": -1 if read_from is None else read_from}).all()
+        else:
+            rows = self._append_in_transaction(bodies, read_from)
+        if read_from is not None:
+            with self._prefetch_lock:
+                self._prefetched = (read_from, [tuple(row) for row in rows])
+
+    def _append_in_transaction(self, bodies: list[str], read_from: int | None) -> list[Any]:
+        """SQLite (and other servers): BEGIN IMMEDIATE (or BEGIN), INSERT ... SELECT max + 1, read, COMMIT."""
+        begin = "BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN"
+        with self._engine.connect() as conn:
+            try:
+                conn.exec_driver_sql(begin)
+                if self.dialect == "postgresql":  # without the append function (no CREATE FUNCTION right)
+                    conn.exec_driver_sql(f"LOCK TABLE {self._q_table} IN EXCLUSIVE MODE")
+                for start in range(0, len(bodies), _INSERT_CHUNK):
+                    chunk = bodies[start:start + _INSERT_CHUNK]
+                    # the ids are computed by the INSERT itself, under the lock: one statement per chunk
+                    rows = " UNION ALL ".join(f"SELECT {k} AS k, :b{k} AS body" for k in range(len(chunk)))
+                    conn.execute(
+                        text(f"INSERT INTO {self._q_table} (id, body) SELECT base.n + v.k, v.body FROM "
+                             f"(SELECT COALESCE(MAX(id), -1) + 1 AS n FROM {self._q_table}) AS base, ({rows}) AS v"),
+                        {f"b{k}": body for k, body in enumerate(chunk)})
+                result: list[Any] = []
+                if read_from is not None:
+                    result = list(conn.execute(
+                        text(f"SELECT id, body FROM {self._q_table} WHERE id >= :n ORDER BY id "
+                             f"LIMIT {_PREFETCH_LIMIT}"), {"n": read_from}))
+                conn.exec_driver_sql("COMMIT")
+            except BaseException:
+                _rollback_quietly(conn)
+                raise
+        return result
+
+    def _retrying(self, read: Callable[[Connection], Any]) -> Any:
+        """Run a read, once more on a fresh connection if the pooled one turned out to be dead."""
+        for attempt in range(2):
+            try:
+                with self._engine.connect() as conn:
+                    return read(conn)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated or attempt == 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def count(self) -> int:
+        """The number of logs in the journal."""
+        sql = text(f"SELECT COALESCE(MAX(id), -1) + 1 FROM {self._q_table}")
+        return int(self._retrying(lambda conn: conn.execute(sql).scalar_one()))
+
+    # --------------------------------------------------------------------------------- snapshots
+    def save_snapshot(self, snapshot: bytes) -> None:
+        """Keep the latest snapshot (Optuna pickles its replayed state every 100 trials)."""
+        with self._engine.connect() as conn:
+            params = {"key": _SNAPSHOT_KEY, "snapshot": snapshot}
+            if self.dialect in ("sqlite", "postgresql"):
+                conn.execute(
+                    text(f"INSERT INTO {self._q_snapshot} (key, snapshot) VALUES (:key, :snapshot) "
+                         "ON CONFLICT (key) DO UPDATE SET snapshot = excluded.snapshot")
+                    .bindparams(bindparam("snapshot", type_=LargeBinary)), params)
+            else:
+                conn.exec_driver_sql("BEGIN")
+                conn.execute(self.snapshot_table.delete().where(self.snapshot_table.c.key == _SNAPSHOT_KEY))
+                conn.execute(self.snapshot_table.insert(), params)
+                conn.exec_driver_sql("COMMIT")
+
+    def load_snapshot(self) -> bytes | None:
+        """The latest snapshot, or None if there is none or this Optuna cannot read it (then the
+        journal is replayed from the start, which is always correct)."""
+        sql = text(f"SELECT snapshot FROM {self._q_snapshot} WHERE key = :key")
+        raw = self._retrying(lambda conn: conn.execute(sql, {"key": _SNAPSHOT_KEY}).scalar_one_or_none())
+        if raw is None:
+            return None
+        snapshot = bytes(raw)
+        try:  # a snapshot pickled by another Optuna version may not load: Optuna only catches some errors
+            import pickle
+
+            from optuna.storages.journal._storage import JournalStorageReplayResult
+
+            if not isinstance(pickle.loads(snapshot), JournalStorageReplayResult):
+                return None
+        except Exception:
+            return None
+        return snapshot
+
+
+def _rollback_quietly(conn: Connection) -> None:
+    try:
+        conn.exec_driver_sql("ROLLBACK")
+    except Exception:
+        conn.invalidate()
+
+
+# ------------------------------------------------------------------------------------------ storage
+
+
+class SQLJournalStorage(JournalStorage, BaseHeartbeat):
+    """:class:`optuna.storages.JournalStorage` on :class:`SQLJournalBackend`, with heartbeats.
+
+    The heartbeat works like :class:`optuna.storages.RDBStorage`'s: ``study.optimize`` records one every
+    ``heartbeat_interval`` seconds (table ``plab_optuna_heartbeats``: trial id, last beat in seconds
+    since the epoch, read from the database clock) and, before each trial, fails the study's RUNNING
+    trials whose last beat is older than ``grace_period`` (default ``2 * heartbeat_interval``), then
+    calls ``heartbeat_stale_trial_callback`` (e.g. Optuna's retry callback) on each.
+    :func:`optuna.storages.fail_stale_trials` does the same on demand. A RUNNING trial without any
+    heartbeat counts from its start (its worker died before the first beat).
+
+    Args:
+        url: SQLAlchemy URL (SQLite file or PostgreSQL).
+        table: journal table (see :class:`SQLJournalBackend`).
+        heartbeat_table: heartbeat table; default ``plab_optuna_heartbeats`` for the default journal
+            table, ``{table}_heartbeats`` otherwise (trial ids are per journal).
+        heartbeat_interval: seconds between heartbeats, or None: no heartbeats.
+        grace_period: seconds without a heartbeat after which a running trial is stale.
+        heartbeat_stale_trial_callback: called with ``(study, failed_trial)`` for every stale trial
+            failed; ``failed_trial_callback`` is its older name (Optuna < 4.9).
+        engine_kwargs: extra :func:`sqlalchemy.create_engine` arguments.
+    """
+
+    def __init__(self, url: str | URL, *, table: str = DEFAULT_JOURNAL_TABLE, heartbeat_table: str | None = None,
+                 heartbeat_interval: int | None = None, grace_period: int | None = None,
+                 heartbeat_stale_trial_callback: StaleTrialCallback | None = None,
+                 failed_trial_callback: StaleTrialCallback | None = None,
+                 engine_kwargs: dict[str, Any] | None = None) -> None:
+        if heartbeat_interval is not None and heartbeat_interval <= 0:
+            raise ValueError("The value of `heartbeat_interval` should be a positive integer.")
+        if grace_period is not None and grace_period <= 0:
+            raise ValueError("The value of `grace_period` should be a positive integer.")
+        if heartbeat_stale_trial_callback is not None and failed_trial_callback is not None:
+            raise ValueError("Specify only one of `heartbeat_stale_trial_callback` and `failed_trial_callback`.")
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.heartbeat_stale_trial_callback = heartbeat_stale_trial_callback or failed_trial_callback
+        self.failed_trial_callback = self.heartbeat_stale_trial_callback
+        if heartbeat_table is None:
+            heartbeat_table = DEFAULT_HEARTBEAT_TABLE if table == DEFAULT_JOURNAL_TABLE else f"{table}_heartbeats"
+        self._heartbeat_table_name = heartbeat_table
+        self._engine_kwargs = dict(engine_kwargs or {})
+        self._hb_lock = threading.Lock()
+        self._hb: _Heartbeats | None = None
+        backend = SQLJournalBackend(url, table=table, engine_kwargs=engine_kwargs)
+        super().__init__(backend)
+        if heartbeat_interval is not None:
+            self._heartbeats()  # create the table now, not in the first trial
+
+    @property
+    def backend(self) -> SQLJournalBackend:
+        assert isinstance(self._backend, SQLJournalBackend)
+        return self._backend
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        state.pop("_hb", None)
+        state.pop("_hb_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._hb = None
+        self._hb_lock = threading.Lock()
+
+    def dispose(self) -> None:
+        """Close pooled connections (journal and heartbeats)."""
+        self.backend.dispose()
+        with self._hb_lock:
+            if self._hb is not None:
+                self._hb.engine.dispose()
+
+    def _heartbeats(self) -> _Heartbeats:
+        # its own engine and pool: the heartbeat thread never waits for JournalStorage's lock or pool
+        with self._hb_lock:
+            if self._hb is None:
+                self._hb = _Heartbeats(self.backend.url, self._heartbeat_table_name, self._engine_kwargs)
+            return self._hb
+
+    # ------------------------------------------------------------------------------- heartbeat
+    def record_heartbeat(self, trial_id: int) -> None:
+        self._heartbeats().beat(trial_id)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        assert self.heartbeat_interval is not None
+        grace = self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval
+        running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+        if not running:
+            return []
+        now, beats = self._heartbeats().last_beats([t._trial_id for t in running])
+        stale = []
+        for trial in running:
+            last = beats.get(trial._trial_id)
+            if last is None:  # died before its first beat: count from its start (naive local time)
+                last = trial.datetime_start.timestamp() if trial.datetime_start is not None else None
+            if last is not None and now - last > grace:
+                stale.append(trial._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self) -> StaleTrialCallback | None:
+        return self.heartbeat_stale_trial_callback
+
+    def get_failed_trial_callback(self) -> StaleTrialCallback | None:  # Optuna < 4.9
+        return self.heartbeat_stale_trial_callback
+
+
+class _Heartbeats:
+    """``(trial_id, beat_at)`` rows, ``beat_at`` in seconds since the epoch from the database clock."""
+
+    def __init__(self, url: URL, table: str, engine_kwargs: dict[str, Any]) -> None:
+        self.engine = _make_engine(url, engine_kwargs)
+        self.table = Table(table, MetaData(),
+                           Column("trial_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                  autoincrement=False),
+                           Column("beat_at", Float, nullable=False))
+        _create_tables(self.engine, [self.table])
+        self._q = self.engine.dialect.identifier_preparer.format_table(self.table)
+        self._now_sql = _db_epoch_sql(self.engine.dialect.name)
+
+    def _now(self, conn: Connection) -> float:
+        if self._now_sql is None:
+            return time.time()
+        return float(conn.execute(text(f"SELECT {self._now_sql}")).scalar_one())
+
+    def beat(self, trial_id: int) -> None:
+        with self.engine.connect() as conn:
+            if self._now_sql is not None:  # SQLite and PostgreSQL: one upsert
+                conn.execute(text(f"INSERT INTO {self._q} (trial_id, beat_at) VALUES (:t, {self._now_sql}) "
+                                  "ON CONFLICT (trial_id) DO UPDATE SET beat_at = excluded.beat_at"), {"t": trial_id})
+                return
+            now = self._now(conn)
+            conn.exec_driver_sql("BEGIN")
+            updated = conn.execute(self.table.update().where(self.table.c.trial_id == trial_id).values(beat_at=now))
+            if updated.rowcount == 0:
+                conn.execute(self.table.insert().values(trial_id=trial_id, beat_at=now))
+            conn.exec_driver_sql("COMMIT")
+
+    def last_beats(self, trial_ids: list[int]) -> tuple[float, dict[int, float]]:
+        """The database clock now and the last beat of each of ``trial_ids`` that has one."""
+        select = text(f"SELECT trial_id, beat_at FROM {self._q} WHERE trial_id IN :ids").bindparams(
+            bindparam("ids", expanding=True))
+        with self.engine.connect() as conn:
+            now = self._now(conn)
+            beats = {int(tid): float(at) for tid, at in conn.execute(select, {"ids": trial_ids})}
+        return now, beats
+
+
+# ------------------------------------------------------------------------------------------- helper
+
+
+def journal_storage(url: str, *, heartbeat_interval: int | None, grace_period: int | None,
+                    stale_trial_callback: StaleTrialCallback | None,
+                    table: str = DEFAULT_JOURNAL_TABLE) -> SQLJournalStorage:
+    """principlelab's Optuna storage on ``url``: journal plus heartbeats (see :class:`SQLJournalStorage`).
+
+    Raises:
+        principlelab.errors.StorageError: the database cannot be opened or its tables created.
+    """
+    from principlelab.errors import StorageError
+
+    try:
+        return SQLJournalStorage(url, table=table, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                                 heartbeat_stale_trial_callback=stale_trial_callback)
+    except (SQLAlchemyError, ValueError, ImportError, OSError) as exc:  # bad URL, driver, path, server
+        try:
+            shown = make_url(url).render_as_string(hide_password=True)
+        except Exception:
+            shown = "the given URL"
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StorageError(f"cannot open the Optuna journal storage at {shown}: {detail}") from None
