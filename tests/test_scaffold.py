@@ -7,6 +7,7 @@ import ast
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,11 +24,12 @@ from principlelab.cli.scaffold_cmd import new_principle
 from principlelab.core.recipe import SLOTS
 from principlelab.registry import PluginSource, Registry, get_registry
 from principlelab.scaffold import SLOT_TEMPLATES, class_name_for, distribution_name, next_steps, scaffold
-from principlelab.scaffold.scaffold import PLACEHOLDER
+from principlelab.scaffold.scaffold import PLACEHOLDER, builtin_names
 from principlelab.studies.campaign_file import load_campaign
 from principlelab.studies.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
+TUTORIAL = ROOT / "docs" / "tutorial.md"
 TEMPLATES = ROOT / "src" / "principlelab" / "scaffold" / "templates"
 NEW_NAMES = {"connectivity": "wide_init", "learning": "plain_sgd", "trigger": "every_other",
              "growth": "grow_somewhere", "composition": "tempered"}
@@ -196,6 +198,11 @@ def test_empty_directory_is_fine(tmp_path: Path) -> None:
     assert next_steps(result)[0] == f"cd {tmp_path / 'empty'}"
 
 
+def test_builtin_names_are_the_registered_builtins() -> None:
+    registry = get_registry()  # built-ins only: the test suite disables plugin autoload
+    assert builtin_names() == {name: slot for slot, name, _ in registry.items()}
+
+
 def test_class_names_avoid_template_names() -> None:
     assert class_name_for("grow_where_gradients_are_large") == "GrowWhereGradientsAreLarge"
     assert class_name_for("network") == "NetworkPrinciple"
@@ -280,3 +287,26 @@ def test_existing_directory_is_not_overwritten(tmp_path: Path) -> None:
 
     (tmp_path / "file").write_text("")
     assert_one_line_error(new("growth", "mine", "--dir", str(tmp_path / "file")), "not a directory")
+
+
+# ------------------------------------------------------------------------------------ tutorial
+
+
+@pytest.mark.slow
+def test_tutorial_code_passes_its_tests(tmp_path: Path) -> None:
+    """docs/tutorial.md's rule and tests, written over a fresh scaffold, pass (the kit included)."""
+    doc = TUTORIAL.read_text()
+    files = re.findall(r"<!-- tutorial-file: (\S+) -->\n```python\n(.*?)```", doc, re.S)
+    assert [path for path, _ in files] == ["src/principlelab_hungriest_layer/hungriest_layer.py",
+                                          "tests/test_hungriest_layer.py"]
+    pkg = scaffold("growth", "hungriest_layer", tmp_path / "principlelab-hungriest_layer").root
+    campaign = (pkg / "campaign.toml").read_text()  # what the tutorial says it edits
+    assert "hidden = [32]\n" in campaign and "epochs = 3\ntrials = 8\n" in campaign and "seeds = 2\n" in campaign
+    shown = re.search(r"```toml\n(\[search\]\n.*?)```", doc, re.S)
+    assert shown is not None and shown.group(1) in campaign, "the tutorial's [search] excerpt is out of date"
+    for path, code in files:
+        (pkg / path).write_text(code)
+    env = {**os.environ, "PYTHONPATH": str(pkg / "src")}
+    done = python("-m", "pytest", "tests", "-q", "-p", "no:cacheprovider", env=env, cwd=pkg)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "25 passed" in done.stdout, done.stdout[-500:]
