@@ -35,7 +35,7 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from principlelab.cli import campaign_cmd, leaderboard_cmd, plugins_cmd, run_cmd, scaffold_cmd
+    from principlelab.cli import campaign_cmd, leaderboard_cmd, plugins_cmd, report_cmd, run_cmd, scaffold_cmd
 
     main.add_command(plugins_cmd.plugins)
     main.add_command(plugins_cmd.tasks)
@@ -45,6 +45,7 @@ def _register_commands() -> None:
     main.add_command(leaderboard_cmd.leaderboard)
     main.add_command(leaderboard_cmd.compare)
     main.add_command(scaffold_cmd.new_principle)
+    main.add_command(report_cmd.report)
 
 
 _register_commands()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from principlelab.core.recipe import SLOTS
+from principlelab.errors import StorageError
 from principlelab.report import data as d
 from principlelab.report import plots, runplots
 from principlelab.report.importance import study_importance
@@ -56,8 +57,8 @@ def campaign_report(db: LeaderboardDB, campaign: str, out_dir: Path, storage_url
     data = d.load_campaign(db, campaign)
     counts = data.status_counts()
     meta = [f"storage {data.storage}; tasks {', '.join(data.tasks) or '-'}; levels {' → '.join(data.levels) or '-'}"]
-    for (task, level), by_status in sorted(counts.items(), key=lambda kv: (kv[0][0], data.level_index(kv[0][1]))):
-        meta.append(f"{task} / {level}: {sum(by_status.values())} runs ("
+    for (task, level_name), by_status in sorted(counts.items(), key=lambda kv: (kv[0][0], data.level_index(kv[0][1]))):
+        meta.append(f"{task} / {level_name}: {sum(by_status.values())} runs ("
                     + ", ".join(f"{k} {v}" for k, v in sorted(by_status.items())) + ")")
     sections = [Section("leaderboard", "1. Leaderboard"), Section("importance", "2. What mattered (coarse study)"),
                 Section("promotion", "3. Coarse vs fine"), Section("cost", "4. Accuracy vs cost"),
@@ -65,25 +66,30 @@ def campaign_report(db: LeaderboardDB, campaign: str, out_dir: Path, storage_url
     if not data.runs:
         sections[0].note(f"campaign {campaign!r} has no runs yet; run it with plab campaign run")
         return _write(out_dir, f"campaign {campaign}", meta, sections[:1], started)
-    storage = None
-    for task in data.tasks:
-        heading = len(data.tasks) > 1
-        level = data.last_level(task)
-        for section in sections:
-            if heading:
-                section.heading(f"task {task}")
-        rows = d.recipe_rows(db, campaign, task, level) if level else []
-        _leaderboard(sections[0], data, task, level, rows)
-        if storage is None:
-            from principlelab.studies.optuna_setup import make_storage
-
-            storage = make_storage(storage_url)
-        _importance(sections[1], data, task, storage)
-        _promotion(sections[2], data, task)
-        _cost(sections[3], data, task)
-        _curves(sections[4], data, task, level, rows)
-        _growth(sections[5], data, task)
+    _sections(db, data, sections, storage_url)
     return _write(out_dir, f"campaign {campaign}", meta, sections, started)
+
+
+def _sections(db: LeaderboardDB, data: d.CampaignData, sections: list[Section], storage_url: str) -> None:
+    """Fill the six sections, task by task (Optuna's storage is opened once, for the importances)."""
+    from principlelab.studies.optuna_setup import make_storage
+
+    storage = make_storage(storage_url)
+    try:
+        for task in data.tasks:
+            level = data.last_level(task)
+            if len(data.tasks) > 1:
+                for section in sections:
+                    section.heading(f"task {task}")
+            rows = d.recipe_rows(db, data.name, task, level) if level else []
+            _leaderboard(sections[0], data, task, level, rows)
+            _importance(sections[1], data, task, storage)
+            _promotion(sections[2], data, task)
+            _cost(sections[3], data, task)
+            _curves(sections[4], data, task, level, rows)
+            _growth(sections[5], data, task)
+    finally:
+        storage.engine.dispose()
 
 
 def _leaderboard(sec: Section, data: d.CampaignData, task: str, level: str | None, rows: list[dict]) -> None:
@@ -127,7 +133,11 @@ def _importance(sec: Section, data: d.CampaignData, task: str, storage: object) 
     if sv is None:
         sec.note(f"{task}: no study at the first level")
         return
-    imp = study_importance(storage, sv.optuna_study_name)  # type: ignore[arg-type]
+    try:
+        imp = study_importance(storage, sv.optuna_study_name)  # type: ignore[arg-type]
+    except StorageError as exc:
+        sec.note(f"{task}: importance not computed: {exc}")
+        return
     sec.text(f"{task}: Optuna study {sv.optuna_study_name} ({sv.level}), {imp.n_complete} complete of "
              f"{imp.n_total} trials. Importance is fANOVA's share of the objective's variance (validation "
              "accuracy) explained by each parameter, over complete trials only.")
@@ -174,7 +184,8 @@ def _promotion(sec: Section, data: d.CampaignData, task: str) -> None:
             f"coarse vs fine on {task}",
             "Each point is a promoted recipe (labelled by its recipe key): x is the value that got it promoted, "
             "y its mean objective over seeds one level up, with ± 1 std as error bars. Points rising to the right "
-            "(ρ and τ near 1) mean the cheap level ranks recipes like the expensive one."))
+            "(Spearman's rho and Kendall's tau near 1) mean the cheap level ranks recipes like the expensive one; "
+            "with 3 to 5 recipes whose promoted values are close, expect large p-values."))
         rows = [[p.lower, p.upper, pt.label, fmt(pt.coarse), f"{fmt(pt.fine_mean)} ± {fmt(pt.fine_std)}", pt.n]
                 for p in shown for pt in p.points]
         sec.table(["from", "to", "recipe", "value when promoted", "mean objective above", "seeds"], rows,
@@ -248,8 +259,8 @@ def _growth(sec: Section, data: d.CampaignData, task: str) -> None:
         runplots.growth_curves(items, f"{task}: how the best growing recipes grew"),
         f"growth curves on {task}",
         f"The best run of each of the top {len(items)} recipes that grew (highest level first): hidden units and "
-        "parameters over training steps. The line is rebuilt from the final size and each event's delta; the dots "
-        "are the sizes recorded after each epoch and lie on it. Dashed lines mark growth events, colored by the "
+        "parameters over training steps. The line steps at each event by the event's recorded delta and meets the "
+        "size recorded at the end of each epoch (the dots). Dashed lines mark growth events, colored by the "
         "principle that made them. Operations: " + ", ".join(f"{k} x{v}" for k, v in kinds.most_common()) + "."))
 
 
@@ -262,21 +273,31 @@ def run_report(db: LeaderboardDB, run_id: int, out_dir: Path) -> ReportResult:
     run, events, campaign = d.load_run(db, run_id)
     summary, curves, table, drawing = (Section("run", "Run"), Section("curves", "Curves"),
                                        Section("events", "Growth events"), Section("network", "Final network"))
-    rows = [["campaign", campaign or "-"], ["task / level / seed", f"{run.task} / {run.level} / {run.seed}"],
-            ["status", run.status + (f": {run.failure_reason}" if run.failure_reason else "")],
-            *([slot, f"{getattr(run, slot)} {getattr(run, f'{slot}_config') or {}}"] for slot in SLOTS),
-            ["recipe key", run.recipe_key], ["test / val accuracy", f"{fmt(run.test_accuracy)} / {fmt(run.val_accuracy)}"],
-            ["test / val loss", f"{fmt(run.test_loss)} / {fmt(run.val_loss)}"], ["params", fmt(run.params)],
-            ["training MACs", fmt(run.macs)], ["wall time", f"{run.wall_s:.2f} s"],
-            ["promoted from run", run.promoted_from_run_id or "-"]]
+    slot_rows: list[list[object]] = [[slot, f"{getattr(run, slot)} {getattr(run, f'{slot}_config') or {}}"]
+                                     for slot in SLOTS]
+    rows: list[list[object]] = [
+        ["campaign", campaign or "-"], ["task / level / seed", f"{run.task} / {run.level} / {run.seed}"],
+        ["status", run.status + (f": {run.failure_reason}" if run.failure_reason else "")], *slot_rows,
+        ["recipe key", run.recipe_key],
+        ["test / val accuracy", f"{fmt(run.test_accuracy)} / {fmt(run.val_accuracy)}"],
+        ["test / val loss", f"{fmt(run.test_loss)} / {fmt(run.val_loss)}"], ["params", fmt(run.params)],
+        ["training MACs", fmt(run.macs)], ["wall time", f"{run.wall_s:.2f} s"],
+        ["promoted from run", run.promoted_from_run_id or "-"]]
     summary.table(["", ""], rows)
-    curves.figure(FigureOut(f"run-{run.id}-curves.png", runplots.run_curves(run, events), f"curves of run {run.id}",
-                            "Top: losses and validation accuracy per epoch (dashed: epochs with growth). Bottom: "
-                            "hidden units and parameters over training steps, growth events as dashed lines."))
+    if run.curve:
+        curves.figure(FigureOut(
+            f"run-{run.id}-curves.png", runplots.run_curves(run, events), f"curves of run {run.id}",
+            "Top: losses and validation accuracy per epoch (dashed: epochs with growth). Bottom: hidden units and "
+            "parameters over training steps, growth events as dashed lines."))
+    else:
+        curves.note(f"run {run.id} has no per-epoch curve (it was recorded before schema version 2, or never "
+                    "finished an epoch)")
     if events:
+        table.text("One row per event, in order. Epochs count from 1, as in the plots; the step is the training "
+                   "step (minibatch) after which the event happened.")
         table.table(["step", "epoch", "made by", "operation", "layer", "units", "params Δ", "MACs Δ",
                      "loss before", "loss after", "reason"],
-                    [[e.step, e.epoch, f"{e.slot}: {e.principle}", e.operation, e.layer, e.units, e.params_delta,
+                    [[e.step, e.epoch + 1, f"{e.slot}: {e.principle}", e.operation, e.layer, e.units, e.params_delta,
                       fmt(e.macs_delta), fmt(e.loss_before), fmt(e.loss_after), e.reason] for e in events],
                     numeric=(0, 1, 4, 5, 6, 7, 8, 9))
     else:

@@ -217,7 +217,7 @@ def promotions(data: CampaignData, task: str) -> list[Promotion]:
             runs = upper_runs.get(p.recipe_key)
             if not runs or p.source_value is None:
                 continue
-            values = [r.objective for r in runs]
+            values = [float(r.objective) for r in runs if r.objective is not None]
             points.append(PromotedPoint(p.recipe_key, p.source_value, statistics.fmean(values),
                                         statistics.stdev(values) if len(values) > 1 else 0.0, len(values), ""))
         slots = varying_slots([upper_runs[pt.recipe_key][0] for pt in points])
@@ -256,33 +256,55 @@ def mean_curve(runs: Sequence[RunRow], key: str) -> tuple[list[int], list[float]
     return list(range(1, length + 1)), means, stds
 
 
+def events_by_epoch(curve: Sequence[dict[str, Any]], events: Sequence[GrowthEventRow]) -> list[list[GrowthEventRow]]:
+    """``events`` split by the curve record that follows them (the first epoch end at or after their step);
+    events after the last record go with the last one."""
+    ends = [int(c.get("step", 0)) for c in curve]
+    out: list[list[GrowthEventRow]] = [[] for _ in curve]
+    for event in sorted(events, key=lambda e: (e.step, e.id)):
+        out[next((i for i, end in enumerate(ends) if end >= event.step), len(ends) - 1)].append(event)
+    return out
+
+
 def growth_trajectory(run: RunRow, events: Sequence[GrowthEventRow]) -> dict[str, list[float]] | None:
-    """Hidden units and parameters over training steps, as step functions rebuilt from the final
-    values and the events' deltas; ``None`` without a curve. Keys: ``steps``, ``units``, ``params``
-    (the step function) and ``epoch_steps``, ``epoch_units``, ``epoch_params`` (recorded per epoch)."""
+    """Hidden units and parameters over training steps as step functions; ``None`` without a curve.
+
+    Within each epoch the values step at every event by its recorded delta and end on the size recorded
+    at the end of that epoch, so the line always passes through the records (where the deltas do not
+    explain the records, e.g. parameters a composition adds when the network grows, the first event of
+    the epoch absorbs the difference). Keys: ``steps``, ``units``, ``params`` (the step function) and
+    ``epoch_steps``, ``epoch_units``, ``epoch_params`` (the records).
+    """
     curve = run.curve or []
     if not curve:
         return None
-    final_units = sum((run.structure or {}).get("widths", curve[-1].get("widths", [0, 0]))[1:-1])
-    final_params = run.params if run.params is not None else curve[-1].get("params", 0)
-    ordered = sorted(events, key=lambda e: (e.step, e.id))
-    units, params = final_units - sum(hidden_units_delta(e) for e in ordered), \
-        final_params - sum(e.params_delta or 0 for e in ordered)
-    steps, unit_values, param_values = [0.0], [float(units)], [float(params)]
-    for event in ordered:
-        units += hidden_units_delta(event)
-        params += event.params_delta or 0
-        steps.append(float(max(event.step, 0)))
-        unit_values.append(float(units))
-        param_values.append(float(params))
-    last_step = float(curve[-1].get("step", steps[-1]))
-    steps.append(max(last_step, steps[-1]))
-    unit_values.append(float(units))
-    param_values.append(float(params))
-    return {"steps": steps, "units": unit_values, "params": param_values,
-            "epoch_steps": [float(c.get("step", 0)) for c in curve],
-            "epoch_units": [float(sum(c.get("widths", [0, 0])[1:-1])) for c in curve],
-            "epoch_params": [float(c.get("params", 0)) for c in curve]}
+    rec_steps = [float(c.get("step", 0)) for c in curve]
+    rec_units = [float(sum(c.get("widths", [0, 0])[1:-1])) for c in curve]
+    rec_params = [float(c.get("params", 0)) for c in curve]
+    grouped = events_by_epoch(curve, events)
+    units = rec_units[0] - sum(hidden_units_delta(e) for e in grouped[0])
+    params = rec_params[0] - sum(e.params_delta or 0 for e in grouped[0])
+    steps, unit_values, param_values = [0.0], [units], [params]
+    for i, group in enumerate(grouped):
+        left_units = sum(hidden_units_delta(e) for e in group)
+        left_params = sum(e.params_delta or 0 for e in group)
+        for event in group:
+            left_units -= hidden_units_delta(event)
+            left_params -= event.params_delta or 0
+            units, params = rec_units[i] - left_units, rec_params[i] - left_params
+            steps.append(float(max(event.step, 0)))
+            unit_values.append(units)
+            param_values.append(params)
+        if (units, params) != (rec_units[i], rec_params[i]):  # changed without an event (e.g. rewiring)
+            units, params = rec_units[i], rec_params[i]
+            steps.append(rec_steps[i])
+            unit_values.append(units)
+            param_values.append(params)
+    steps.append(max(rec_steps[-1], steps[-1]))
+    unit_values.append(units)
+    param_values.append(params)
+    return {"steps": steps, "units": unit_values, "params": param_values, "epoch_steps": rec_steps,
+            "epoch_units": rec_units, "epoch_params": rec_params}
 
 
 def top_growing_runs(data: CampaignData, task: str, limit: int = 4, *, with_curve: bool = True) -> list[RunRow]:
@@ -297,6 +319,6 @@ def top_growing_runs(data: CampaignData, task: str, limit: int = 4, *, with_curv
     return list(chosen.values())
 
 
-__all__ = ["CampaignData", "Promotion", "PromotedPoint", "common_principles", "growth_trajectory",
-           "hidden_units_delta", "is_growth_event", "load_campaign", "load_run", "mean_curve", "pareto_front",
-           "promotions", "recipe_label", "recipe_rows", "top_growing_runs", "varying_slots"]
+__all__ = ["CampaignData", "PromotedPoint", "Promotion", "common_principles", "events_by_epoch",
+           "growth_trajectory", "hidden_units_delta", "is_growth_event", "load_campaign", "load_run", "mean_curve",
+           "pareto_front", "promotions", "recipe_label", "recipe_rows", "top_growing_runs", "varying_slots"]

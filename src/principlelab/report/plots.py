@@ -14,11 +14,13 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from principlelab.report.data import PromotedPoint, Promotion, mean_curve, pareto_front
 from principlelab.report.importance import Importances, StudyImportance
 
 DPI = 100
+RHO, TAU = "\u03c1", "\u03c4"
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")
 
@@ -119,20 +121,24 @@ def promotion_scatter(items: Sequence[Promotion], title: str) -> bytes:
     for i, item in enumerate(items):
         ax = fig.add_subplot(1, len(items), i + 1)
         corr = item.corr
-        stats = (f"Spearman ρ = {corr.spearman:.3f} (p = {corr.spearman_p:.3g})\n"
-                 f"Kendall τ = {corr.kendall:.3f} (p = {corr.kendall_p:.3g}), n = {corr.n}"
-                 if corr.spearman == corr.spearman else f"ρ, τ undefined (n = {corr.n})")
+        stats = (f"Spearman {RHO} = {corr.spearman:.3f} (p = {corr.spearman_p:.3g})\n"
+                 f"Kendall {TAU} = {corr.kendall:.3f} (p = {corr.kendall_p:.3g}), n = {corr.n}"
+                 if corr.spearman == corr.spearman else f"{RHO}, {TAU} undefined (n = {corr.n})")
         pts: Sequence[PromotedPoint] = item.points
         ax.errorbar([p.coarse for p in pts], [p.fine_mean for p in pts], yerr=[p.fine_std for p in pts],
                     fmt="o", color=color(i), ecolor="#555", capsize=4, ms=7, label=f"promoted recipe\n{stats}")
+        seen: dict[tuple[float, float], int] = {}
         for p in pts:
-            ax.annotate(p.recipe_key[:6], (p.coarse, p.fine_mean), textcoords="offset points", xytext=(6, 4),
-                        fontsize=7, color="#333")
+            where = (round(p.coarse, 4), round(p.fine_mean, 4))
+            seen[where] = seen.get(where, -1) + 1  # stack the labels of coinciding points
+            ax.annotate(p.recipe_key[:6], (p.coarse, p.fine_mean), textcoords="offset points",
+                        xytext=(6, 4 + 9 * seen[where]), fontsize=7, color="#333")
         ax.set_xlabel(f"{item.lower}: objective when promoted (validation accuracy, fraction)")
         ax.set_ylabel(f"{item.upper}: mean objective over seeds (validation accuracy)")
-        ax.set_title(f"{item.lower} → {item.upper}: ρ = {corr.spearman:.2f}, τ = {corr.kendall:.2f}")
+        ax.set_title(f"{item.lower} → {item.upper}: {RHO} = {corr.spearman:.2f}, {TAU} = {corr.kendall:.2f}"
+                     if corr.spearman == corr.spearman else f"{item.lower} → {item.upper}: {RHO}, {TAU} undefined")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
         ax.margins(0.15)
     fig.suptitle(title)
     return png(fig)
@@ -157,8 +163,9 @@ def accuracy_vs_cost(levels: Sequence[tuple[str, list[tuple[float, float, float]
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=22, color=color(i), alpha=0.45,
                        label=f"{level}: {len(pts)} complete runs")
             front = pareto_front(pts)
+            runs = f"{len(front)} run" + "s" * (len(front) != 1)
             ax.plot([p[0] for p in front], [p[1] for p in front], drawstyle="steps-post", color=color(i), lw=1.8,
-                    marker="D", ms=6, mec="black", label=f"{level}: Pareto front ({len(front)} runs)")
+                    marker="D", ms=6, mec="black", label=f"{level}: Pareto front ({runs})")
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy (fraction correct)")
@@ -189,6 +196,7 @@ def learning_curves(groups: Sequence[tuple[str, list[Any]]], title: str) -> byte
                 ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                                 color=color(i), alpha=0.15)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.set_title(ylabel.split(" (")[0] + " per epoch")
         ax.grid(alpha=0.3)

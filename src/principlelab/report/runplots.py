@@ -51,7 +51,7 @@ def _growth_legend(fig: Any, events: Sequence[GrowthEventRow], colors: dict[str,
     for event in events:
         if is_growth_event(event):
             counts[f"{event.slot}: {event.principle}"] += 1
-    handles = [Line2D([], [], color=color(0), lw=1.8, label="rebuilt from events (step function)"),
+    handles = [Line2D([], [], color=color(0), lw=1.8, label="size: steps at each event, meets each epoch's record"),
                Line2D([], [], color="black", marker="o", ls="", ms=3, label="recorded at the end of each epoch")]
     handles += [Line2D([], [], color=c, ls="--", lw=1.2, label=f"growth event by {name} ({counts[name]})")
                 for name, c in colors.items()]
@@ -102,6 +102,8 @@ def run_curves(run: RunRow, events: Sequence[GrowthEventRow]) -> bytes:
             for ax in (ax_loss, ax_acc):
                 ax.axvline(event.epoch + 1, color="#999", lw=0.8, ls="--")
     ax_loss.set(xlabel="epoch", ylabel=f"loss ({loss_kind(run)})", title="losses per epoch")
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_acc.set(xlabel="epoch", ylabel="accuracy (fraction correct)", title="validation accuracy per epoch")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
