@@ -1,0 +1,27 @@
+"""Each benchmark script runs end to end with small arguments (the numbers in docs come from full runs).
+
+No timing is asserted: timed unit tests measure the machine, not the code.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, args", [
+    ("bench_train_loop.py", ["--epochs", "1", "--repeats", "1", "--no-optimizers"]),
+    ("bench_leaderboard.py", ["--rows", "2000", "--recipes", "50", "--repeats", "1"]),
+    ("bench_campaign.py", ["--trials", "4"]),
+])
+def test_benchmark_runs(script: str, args: list[str], tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.stdout.strip()
