@@ -1,7 +1,7 @@
 """How much of a coarse campaign is machinery (Optuna, leaderboard writes, signals, progress)?
 
 For each storage (SQLite file; PostgreSQL when --postgres URL or $PRINCIPLELAB_TEST_POSTGRES_URL is
-given) this runs the first (coarse) level of a campaign shaped like examples/quickstart.toml and
+given) this runs the first (coarse) level of a campaign (by default shaped like examples/quickstart.toml's) and
 reports coarse trials per minute, the machinery share (1 - training time / trial time, where
 training time is the Trainer's own wall time of each run), and Optuna's per-trial cost with an
 empty objective on the same storage.
@@ -26,14 +26,15 @@ import torch
 
 CAMPAIGN = """
 name = "{name}"
-tasks = ["digits"]
+tasks = ["{task}"]
+optuna_storage = "{kind}"
 [network]
-hidden = [64, 64]
+hidden = {hidden}
 [[levels]]
 name = "coarse"
-data_fraction = 0.3
-epochs = 6
-width_cap = 64
+data_fraction = {data_fraction}
+epochs = {epochs}
+width_cap = {width_cap}
 trials = {trials}
 sampler = "{sampler}"
 pruner = "{pruner}"
@@ -44,12 +45,12 @@ seeds = 3
 """
 
 
-def empty_objective_ms(url: str, n: int) -> float:
+def empty_objective_ms(url: str, n: int, kind: str = "journal") -> float:
     """Optuna's own cost per trial on ``url``: random sampler, one float parameter, no training."""
-    from principlelab.studies.optuna_setup import quiet_optuna
+    from principlelab.studies.optuna_setup import make_storage, quiet_optuna
 
     quiet_optuna()
-    storage = optuna.storages.RDBStorage(url) if url != "memory" else optuna.storages.InMemoryStorage()
+    storage = make_storage(url, kind=kind) if url != "memory" else optuna.storages.InMemoryStorage()
     study = optuna.create_study(storage=storage, study_name=f"empty-{uuid.uuid4().hex[:8]}",
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)  # warm-up
@@ -68,15 +69,18 @@ def warm_up() -> None:
     principlelab.run(task="digits", fidelity={"epochs": 1, "data_fraction": 0.1}, network={"hidden": [8]})
 
 
-def coarse_level(url: str, trials: int, sampler: str, pruner: str) -> dict[str, float]:
+def coarse_level(url: str, trials: int, sampler: str, pruner: str, kind: str, shape: argparse.Namespace
+                 ) -> dict[str, float]:
     """Run the coarse level once; return trials/min, machinery share and per-trial times (ms)."""
     from principlelab.registry import get_registry
     from principlelab.studies.campaign import CampaignRunner
     from principlelab.studies.campaign_file import parse_campaign
 
-    text = CAMPAIGN.format(name=f"bench-{uuid.uuid4().hex[:8]}", trials=trials, sampler=sampler, pruner=pruner)
+    text = CAMPAIGN.format(name=f"bench-{uuid.uuid4().hex[:8]}", trials=trials, sampler=sampler, pruner=pruner,
+                           kind=kind, task=shape.task, hidden=json.dumps(shape.hidden), epochs=shape.epochs,
+                           data_fraction=shape.data_fraction, width_cap=shape.width_cap)
     runner = CampaignRunner(parse_campaign(text), text, url, registry=get_registry())
-    ctx = runner.context("digits", 0)
+    ctx = runner.context(shape.task, 0)
     study = runner.study(ctx)
     started = time.perf_counter()
     runner.run_level(ctx, study)
@@ -93,11 +97,18 @@ def coarse_level(url: str, trials: int, sampler: str, pruner: str) -> dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--task", default="digits", help="the coarse level's task (default digits)")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[32, 32], help="initial hidden widths")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--data-fraction", type=float, default=0.5)
+    parser.add_argument("--width-cap", type=int, default=96)
     parser.add_argument("--repeats", type=int, default=1, help="coarse levels per storage (median reported)")
     parser.add_argument("--sampler", default="tpe")
     parser.add_argument("--pruner", default="hyperband")
     parser.add_argument("--postgres", default=os.environ.get("PRINCIPLELAB_TEST_POSTGRES_URL"))
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--optuna-storage", nargs="+", default=["journal", "rdb"], choices=["journal", "rdb"],
+                        help="Optuna storage kinds to measure (default both)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("PRINCIPLELAB_DISABLE_PLUGIN_AUTOLOAD", "1")
@@ -113,23 +124,26 @@ def main() -> None:
             urls["postgresql"] = str(sa.engine.make_url(args.postgres).set(database=name))
         try:
             results["memory"] = {"empty_objective_ms": empty_objective_ms("memory", 100)}
-            for kind, url in urls.items():
-                levels = [coarse_level(url, args.trials, args.sampler, args.pruner) for _ in range(args.repeats)]
-                best = sorted(levels, key=lambda r: r["machinery_share"])[len(levels) // 2]
-                results[kind] = {"empty_objective_ms": empty_objective_ms(url, 50), **best}
+            for database, url in urls.items():
+                for kind in args.optuna_storage:
+                    levels = [coarse_level(url, args.trials, args.sampler, args.pruner, kind, args)
+                              for _ in range(args.repeats)]
+                    median = sorted(levels, key=lambda r: r["machinery_share"])[len(levels) // 2]
+                    results[f"{database}/{kind}"] = {"empty_objective_ms": empty_objective_ms(url, 50, kind), **median}
         finally:
             if args.postgres:
                 with admin.connect() as conn:
                     conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    print(f"coarse level: digits, hidden [64, 64], 30% data, 6 epochs, {args.trials} trials, "
+    print(f"coarse level: {args.task}, hidden {args.hidden}, {args.data_fraction:.0%} data, {args.epochs} epochs, "
+          f"width cap {args.width_cap}, {args.trials} trials, "
           f"{args.sampler} sampler, {args.pruner} pruner, torch {torch.__version__}, 1 thread")
-    print(f"{'storage':<11} {'optuna empty ms/trial':>22} {'trials/min':>11} {'train ms':>9} "
+    print(f"{'storage':<20} {'optuna empty ms/trial':>22} {'trials/min':>11} {'train ms':>9} "
           f"{'machinery ms':>13} {'machinery share':>16}")
     for kind, r in results.items():
         if "trials" not in r:
-            print(f"{kind:<11} {r['empty_objective_ms']:>22.1f}")
+            print(f"{kind:<20} {r['empty_objective_ms']:>22.1f}")
             continue
-        print(f"{kind:<11} {r['empty_objective_ms']:>22.1f} {r['trials_per_min']:>11.0f} "
+        print(f"{kind:<20} {r['empty_objective_ms']:>22.1f} {r['trials_per_min']:>11.0f} "
               f"{r['train_ms_per_trial']:>9.1f} "
               f"{r['machinery_ms_per_trial']:>13.1f} {r['machinery_share']:>15.1%}  {r['statuses']}")
     if args.json:

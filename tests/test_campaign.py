@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 from principlelab.cli import main
 from principlelab.core.recipe import SLOTS
 from principlelab.studies.db import LeaderboardDB, RunRow
+from principlelab.studies.optuna_setup import make_storage
 
 SEARCH = {"connectivity": ["dense", "sparse_random"], "learning": ["backprop"], "trigger": ["never", "every_k"],
           "growth": ["none", "random"], "composition": ["sequential"]}
@@ -137,13 +138,13 @@ def test_every_trial_is_one_run_and_promotions_keep_their_lineage(tiny: dict[str
 def test_trials_carry_the_principles_as_user_attributes(tiny: dict[str, Any]):
     db: LeaderboardDB = tiny["db"]
     svs = study_versions(db, "tiny")
-    coarse = optuna.load_study(study_name=svs["coarse"].optuna_study_name, storage=tiny["url"])
+    coarse = optuna.load_study(study_name=svs["coarse"].optuna_study_name, storage=make_storage(tiny["url"]))
     assert len(coarse.trials) == 8
     for trial in coarse.trials:
         run = db.run_for_trial(svs["coarse"].optuna_study_name, trial.number)
         assert trial.user_attrs["principles"] == {slot: getattr(run, slot) for slot in SLOTS}
         assert trial.user_attrs["principles"]["learning"] == "backprop"
-    fine = optuna.load_study(study_name=svs["fine"].optuna_study_name, storage=tiny["url"])
+    fine = optuna.load_study(study_name=svs["fine"].optuna_study_name, storage=make_storage(tiny["url"]))
     assert len(fine.trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in fine.trials)
     for trial in fine.trials:
         run = db.run_for_trial(svs["fine"].optuna_study_name, trial.number)
@@ -165,7 +166,7 @@ def test_rerunning_the_same_file_resumes_without_new_trials(tiny: dict[str, Any]
     again = run_campaign(tiny["path"], "--storage", tiny["url"])
     assert state() == before
     assert study_versions(db, "tiny").keys() == svs.keys()
-    assert [len(optuna.load_study(study_name=sv.optuna_study_name, storage=tiny["url"]).trials)
+    assert [len(optuna.load_study(study_name=sv.optuna_study_name, storage=make_storage(tiny["url"])).trials)
             for sv in svs.values()] == [8, 4]
     assert "coarse-vs-fine rank correlation over 2 recipes" in again.stdout
     assert "leaderboard by recipe" in again.stdout
@@ -322,7 +323,8 @@ def check_failures(db: LeaderboardDB, name: str, principle: tuple[str, str], rea
     # ... and finished: the best complete recipe was promoted and run at the fine level
     assert len(runs["fine"]) == 1 and runs["fine"][0].status == "complete"
     assert getattr(runs["fine"][0], slot) != bad
-    study = optuna.load_study(study_name=study_versions(db, name)["coarse"].optuna_study_name, storage=db.url)
+    study = optuna.load_study(study_name=study_versions(db, name)["coarse"].optuna_study_name,
+                              storage=make_storage(db.url))
     failed_trials = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(failed_trials) == len(failed)
     assert all(t.user_attrs["failure_reason"] == reason and t.user_attrs["principles"][slot] == bad
@@ -356,7 +358,8 @@ def test_an_incompatible_combination_is_recorded_as_rejected_without_training(tm
     url = f"sqlite:///{tmp_path}/x.db"
     run_campaign(path, "--storage", url)
     db = LeaderboardDB(url, create=False)
-    study = optuna.load_study(study_name=study_versions(db, "picky")["coarse"].optuna_study_name, storage=url)
+    study = optuna.load_study(study_name=study_versions(db, "picky")["coarse"].optuna_study_name,
+                              storage=make_storage(url))
     rejected = [t for t in study.trials if t.params["trigger"] == "picky" and t.params["growth"] == "random"]
     assert rejected and len(study.trials) == 6
     assert all(t.state == optuna.trial.TrialState.PRUNED and "incompatible" in t.user_attrs["rejected"]

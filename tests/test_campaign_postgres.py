@@ -18,6 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -26,6 +27,9 @@ from optuna.trial import TrialState
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
+
+from principlelab.errors import StorageError
+from principlelab.studies.optuna_setup import close_storage, make_storage
 
 pytestmark = pytest.mark.postgres
 
@@ -167,12 +171,12 @@ def finish(proc: subprocess.Popen[bytes], log: Path, timeout: float = TIMEOUT_S)
 
 def study_trials(url: str) -> dict[str, list[optuna.trial.FrozenTrial]]:
     """Every Optuna study in ``url`` and its trials."""
-    storage = optuna.storages.RDBStorage(url)
+    storage = make_storage(url)
     try:
         return {s.study_name: optuna.load_study(study_name=s.study_name, storage=storage).trials
-                for s in optuna.get_all_study_summaries(storage)}
+                for s in storage.get_all_studies()}
     finally:
-        storage.engine.dispose()
+        close_storage(storage)
 
 
 def query(url: str, sql: str, **params: Any) -> list[Any]:
@@ -203,18 +207,22 @@ def assert_one_run_row_per_trial(url: str, studies: dict[str, list[optuna.trial.
 
 def training_trials(url: str, study_name: str) -> list[Any]:
     """RUNNING trials of a study that are training (their recipe is chosen: the ``principles``
-    attribute is set), with their ``worker`` attribute and whether a heartbeat was recorded;
-    [] before the campaign has created Optuna's tables."""
+    attribute is set), with their ``worker`` attribute (JSON) and whether a heartbeat was recorded;
+    [] before the campaign has created its storage or study."""
     try:
-        return query(url, """
-            SELECT t.number, w.value_json AS worker, (h.trial_id IS NOT NULL) AS beating
-            FROM trials t JOIN studies s ON s.study_id = t.study_id
-            JOIN trial_user_attributes p ON p.trial_id = t.trial_id AND p.key = 'principles'
-            LEFT JOIN trial_user_attributes w ON w.trial_id = t.trial_id AND w.key = 'worker'
-            LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id
-            WHERE s.study_name = :name AND t.state = 'RUNNING'""", name=study_name)
-    except SQLAlchemyError:
+        storage = make_storage(url)
+    except StorageError:
         return []
+    try:
+        running = [t for t in storage.get_all_trials(storage.get_study_id_from_name(study_name), deepcopy=False)
+                   if t.state == TrialState.RUNNING and "principles" in t.user_attrs]
+        beating = {row.trial_id for row in query(url, "SELECT trial_id FROM plab_optuna_heartbeats")}
+    except (KeyError, SQLAlchemyError):
+        return []
+    finally:
+        close_storage(storage)
+    return [SimpleNamespace(number=t.number, worker=json.dumps(t.user_attrs.get("worker")) if "worker" in t.user_attrs
+                            else None, beating=t._trial_id in beating) for t in running]
 
 
 def worker_pid(worker: str) -> int:

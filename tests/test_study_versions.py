@@ -21,6 +21,9 @@ from optuna.trial import TrialState
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from principlelab.errors import StorageError
+from principlelab.studies.optuna_setup import close_storage, make_storage
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "principlelab-example-plugin"
 TIMEOUT_S = 150
@@ -112,11 +115,11 @@ def query(url: str, sql: str, **params: Any) -> list[Any]:
 
 def study_trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(url)
+    storage = make_storage(url)
     try:
         return optuna.load_study(study_name=name, storage=storage).trials
     finally:
-        storage.engine.dispose()
+        close_storage(storage)
 
 
 @pytest.fixture(scope="module")
@@ -191,15 +194,16 @@ def test_rerunning_an_interrupted_campaign_repeats_no_finished_trial(tmp_path: P
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "principlelab", "campaign", "run", str(path),
                                  "--storage", url], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    storage = None
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and proc.poll() is None:
             try:  # kill it after 3 finished trials, while a 4th is training
-                done = query(url, "SELECT count(*) AS n FROM trials WHERE state = 'COMPLETE'")[0].n
-                training = query(url, "SELECT count(*) AS n FROM trials t JOIN trial_user_attributes a "
-                                      "ON a.trial_id = t.trial_id AND a.key = 'principles' "
-                                      "WHERE t.state = 'RUNNING'")[0].n
-            except SQLAlchemyError:  # the tables do not exist yet
+                storage = storage or make_storage(url)
+                seen = storage.get_all_trials(storage.get_study_id_from_name(coarse_name), deepcopy=False)
+                done = sum(t.state == TrialState.COMPLETE for t in seen)
+                training = sum(t.state == TrialState.RUNNING and "principles" in t.user_attrs for t in seen)
+            except (KeyError, StorageError, SQLAlchemyError):  # the study (or the database) does not exist yet
                 done = training = 0
             if done >= 3 and training:
                 break
@@ -209,6 +213,8 @@ def test_rerunning_an_interrupted_campaign_repeats_no_finished_trial(tmp_path: P
     finally:
         proc.kill()
         proc.wait()
+        if storage is not None:
+            close_storage(storage)
 
     before = {t.number: t for t in study_trials(url, coarse_name)}
     finished_before = {n for n, t in before.items() if t.state.is_finished()}

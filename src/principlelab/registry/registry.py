@@ -58,6 +58,7 @@ class Registry:
         self.sources: dict[tuple[str, str], PluginSource] = {}
         self.task_sources: dict[str, PluginSource] = {}
         self.problems: list[str] = []
+        self._schema_hashes: dict[tuple[str, str], tuple[type, str]] = {}
 
     # -- filling -----------------------------------------------------------------------------
 
@@ -161,9 +162,15 @@ class Registry:
 
     def config_schema_hash(self, slot: str, name: str) -> str:
         """First 12 hex digits of the sha256 of the class's ``Config`` JSON schema (recorded per run)."""
-        schema = self.get(slot, name).Config.model_json_schema()
+        cls = self.get(slot, name)
+        cached = self._schema_hashes.get((slot, name))
+        if cached is not None and cached[0] is cls:  # every run records it: compute once per class
+            return cached[1]
+        schema = cls.Config.model_json_schema()
         blob = json.dumps(schema, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
+        self._schema_hashes[(slot, name)] = (cls, digest)
+        return digest
 
     # -- recipes -----------------------------------------------------------------------------
 

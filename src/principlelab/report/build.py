@@ -72,9 +72,10 @@ def campaign_report(db: LeaderboardDB, campaign: str, out_dir: Path, storage_url
 
 def _sections(db: LeaderboardDB, data: d.CampaignData, sections: list[Section], storage_url: str) -> None:
     """Fill the six sections, task by task (Optuna's storage is opened once, for the importances)."""
-    from principlelab.studies.optuna_setup import make_storage
+    from principlelab.studies.campaign import optuna_storage_kind
+    from principlelab.studies.optuna_setup import close_storage, make_storage
 
-    storage = make_storage(storage_url)
+    storage = make_storage(storage_url, kind=optuna_storage_kind(db, data.name))
     try:
         for task in data.tasks:
             level = data.last_level(task)
@@ -89,7 +90,7 @@ def _sections(db: LeaderboardDB, data: d.CampaignData, sections: list[Section], 
             _curves(sections[4], data, task, level, rows)
             _growth(sections[5], data, task)
     finally:
-        storage.engine.dispose()
+        close_storage(storage)
 
 
 def _leaderboard(sec: Section, data: d.CampaignData, task: str, level: str | None, rows: list[dict]) -> None:

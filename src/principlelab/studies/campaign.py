@@ -114,7 +114,7 @@ class CampaignRunner:
         self.db = LeaderboardDB(url)
         self.campaign = self.db.get_or_create_campaign(spec.name, file_hash(text), text)
         self.recorder = StaleTrialRecorder(self.db)
-        self.storage = make_storage(url, failed_trial_callback=self.recorder)
+        self.storage = make_storage(url, failed_trial_callback=self.recorder, kind=spec.optuna_storage)
         self.progress = progress or (lambda _: None)
         self.outcome = CampaignOutcome()
 
@@ -328,6 +328,14 @@ class CampaignRunner:
                 f"level (Spearman rho={corr.spearman:.3f} over {corr.n} recipes, threshold "
                 f"{self.spec.promotion.min_spearman}); make {lower.level.name} less coarse or promote more recipes")
         return corr
+
+
+def optuna_storage_kind(db: LeaderboardDB, name: str) -> str:
+    """The Optuna storage kind (``journal`` or ``rdb``) campaign ``name`` in ``db`` was run with."""
+    row = db.get_campaign(name)
+    if row is None:
+        raise UnknownNameError("campaign", name, db.campaign_names())
+    return parse_campaign(row.spec_json, source=f"campaign {name!r}").optuna_storage
 
 
 def level_target(level: LevelSpec) -> int | None:

@@ -106,6 +106,9 @@ class CampaignSpec(_Strict):
     storage: str | None = None
     seed: int = Field(0, ge=0, le=2**31 - 1)
     objective: Literal["val_accuracy"] = "val_accuracy"
+    optuna_storage: Literal["journal", "rdb"] = Field(
+        "journal", description="journal: Optuna's journal in a table of the database (fast); rdb: Optuna's "
+                               "relational schema (slower; the stock optuna-dashboard reads it)")
     network: NetworkSpec = Field(default_factory=NetworkSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
     levels: list[LevelSpec] = Field(..., min_length=1)

@@ -48,9 +48,22 @@ def retry_callback(max_retry: int = 3) -> Callable[..., Any]:
     return retry_cls(max_retry=max_retry, inherit_intermediate_values=False)  # type: ignore[no-any-return]
 
 
-def make_storage(url: str, failed_trial_callback: Callable[..., Any] | None = None) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage on ``url`` with heartbeats (a killed worker's trial is failed and retried)."""
+def make_storage(url: str, failed_trial_callback: Callable[..., Any] | None = None, *,
+                 kind: str = "journal") -> optuna.storages.BaseStorage:
+    """The Optuna storage of a campaign on ``url``, with heartbeats (a killed worker's trial is retried).
+
+    ``journal`` (the default): Optuna's JournalStorage whose log is a table of the same database
+    (:mod:`principlelab.studies.journal`): one insert per Optuna operation, state replayed in memory;
+    4-6x cheaper per trial than ``rdb``, Optuna's own relational schema, which the stock
+    optuna-dashboard reads directly. A campaign file chooses with ``optuna_storage``.
+    """
     quiet_optuna()
+    if kind == "journal":
+        from principlelab.studies.journal import journal_storage
+
+        return journal_storage(url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S,
+                               stale_trial_callback=failed_trial_callback)
+    assert kind == "rdb", f"unknown Optuna storage kind {kind!r}"
     accepted = inspect.signature(optuna.storages.RDBStorage.__init__).parameters
     callback_arg = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in accepted
                     else "failed_trial_callback")
@@ -71,6 +84,13 @@ def make_storage(url: str, failed_trial_callback: Callable[..., Any] | None = No
         raise StorageError(f"cannot open the Optuna storage at {shown}: {detail}") from None
 
 
+def close_storage(storage: optuna.storages.BaseStorage) -> None:
+    """Release the database connections of a storage from :func:`make_storage` (either kind)."""
+    dispose = getattr(storage, "dispose", None) or getattr(getattr(storage, "engine", None), "dispose", None)
+    if dispose is not None:
+        dispose()
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -80,13 +100,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def make_sampler(level: LevelSpec, seed: int, *, workers: int) -> optuna.samplers.BaseSampler:
-    """The level's sampler, seeded; TPE is multivariate with groups (the space is conditional)."""
+    """The level's sampler, seeded.
+
+    TPE is independent (one density per parameter, over the trials that have it), which handles the
+    conditional space directly; multivariate TPE with ``group=True`` cost about 10 ms more per trial
+    at 30 trials here (it deep-copies the history to decompose the space) and grows with the study.
+    """
     if level.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if level.sampler == "qmc":
         return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed)
     return optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=10, n_ei_candidates=24, multivariate=True, group=True,
+        seed=seed, n_startup_trials=10, n_ei_candidates=24, multivariate=False, group=False,
         constant_liar=workers > 1)
 
 
