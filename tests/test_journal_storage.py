@@ -32,13 +32,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from principlelab.errors import StorageError
-from principlelab.studies.journal import (
-    DEFAULT_HEARTBEAT_TABLE,
-    SQLJournalBackend,
-    SQLJournalSnapshotBackend,
-    SQLJournalStorage,
-    journal_storage,
-)
+from principlelab.studies.journal import DEFAULT_HEARTBEAT_TABLE, SQLJournalBackend, SQLJournalSnapshotBackend
+from principlelab.studies.journal_storage import SQLJournalStorage, journal_storage
 
 URL_ENV = "PRINCIPLELAB_TEST_POSTGRES_URL"
 REQUIRE_ENV = "PRINCIPLELAB_REQUIRE_POSTGRES"
@@ -113,7 +108,7 @@ def objective(trial: optuna.Trial) -> float:
 WORKER = r'''
 import os, sys, time, warnings
 import optuna
-from principlelab.studies.journal import SQLJournalStorage
+from principlelab.studies.journal_storage import SQLJournalStorage
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 warnings.filterwarnings("ignore")
@@ -412,7 +407,7 @@ BENCHMARK = r'''
 import json, sys, time, warnings
 import optuna
 from sqlalchemy import event
-from principlelab.studies.journal import SQLJournalStorage
+from principlelab.studies.journal_storage import SQLJournalStorage
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 warnings.filterwarnings("ignore")

@@ -59,7 +59,7 @@ def make_storage(url: str, failed_trial_callback: Callable[..., Any] | None = No
     """
     quiet_optuna()
     if kind == "journal":
-        from principlelab.studies.journal import journal_storage
+        from principlelab.studies.journal_storage import journal_storage
 
         return journal_storage(url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S,
                                stale_trial_callback=failed_trial_callback)
