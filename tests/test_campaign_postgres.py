@@ -16,7 +16,6 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,11 +24,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from principlelab.errors import StorageError
 from principlelab.studies.optuna_setup import close_storage, make_storage
+from slow_principles import slow_principles
 
 pytestmark = pytest.mark.postgres
 
@@ -37,35 +36,6 @@ URL_ENV = "PRINCIPLELAB_TEST_POSTGRES_URL"
 REQUIRE_ENV = "PRINCIPLELAB_REQUIRE_POSTGRES"
 TIMEOUT_S = 150
 
-# A trigger that never fires but sleeps after every epoch: trials last long enough for two workers to
-# interleave and for one to be killed in mid-trial. Loaded from the campaign file's directory, also by
-# the spawned workers.
-SLOW_PRINCIPLES = '''
-import time
-from typing import ClassVar
-
-from principlelab.core.principles import PrincipleConfig, Trigger
-from principlelab.registry import hookimpl
-
-
-class SlowNever(Trigger):
-    name: ClassVar[str] = "slow_never"
-
-    class Config(PrincipleConfig):
-        pass
-
-    def on_step(self, signals):
-        return None
-
-    def on_epoch_end(self, signals):
-        time.sleep({sleep_s})
-        return None
-
-
-@hookimpl
-def register_triggers(register):
-    register(SlowNever)
-'''
 
 CAMPAIGN = """
 name = "{name}"
@@ -104,36 +74,9 @@ k = {k}
 # ------------------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """The URL of a fresh, uniquely named database on the test server (dropped afterwards)."""
-    server = os.environ.get(URL_ENV)
-    if not server:
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"{REQUIRE_ENV}=1 but {URL_ENV} is not set: start PostgreSQL with "
-                        f'eval "$(bash scripts/postgres.sh start)"', pytrace=False)
-        pytest.skip(f"{URL_ENV} is not set (eval \"$(bash scripts/postgres.sh start)\" to run these)")
-    base = make_url(server)
-    name = f"plab_{uuid.uuid4().hex}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except SQLAlchemyError as exc:
-        admin.dispose()
-        pytest.fail(f"cannot create a test database on {base.render_as_string(hide_password=True)} "
-                    f"({URL_ENV}): {str(exc).splitlines()[0]}", pytrace=False)
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def write_campaign(directory: Path, *, name: str, trials: int, seeds: int, k: int, sleep_s: float) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "principles.py").write_text(SLOW_PRINCIPLES.format(sleep_s=sleep_s))
+    (directory / "principles.py").write_text(slow_principles(sleep_s))
     path = directory / "campaign.toml"
     path.write_text(CAMPAIGN.format(name=name, trials=trials, seeds=seeds, k=k))
     return path

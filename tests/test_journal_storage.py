@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import pickle
 import random
 import signal
@@ -18,8 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,9 +24,7 @@ from typing import Any
 import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import text
 
 from principlelab.errors import StorageError
 from principlelab.studies.journal import DEFAULT_HEARTBEAT_TABLE, SQLJournalBackend, SQLJournalSnapshotBackend
@@ -46,33 +41,6 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 # ------------------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """The URL of a fresh, uniquely named database on the test server (dropped afterwards)."""
-    server = os.environ.get(URL_ENV)
-    if not server:
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"{REQUIRE_ENV}=1 but {URL_ENV} is not set: start PostgreSQL with "
-                        f'eval "$(bash scripts/postgres.sh start)"', pytrace=False)
-        pytest.skip(f"{URL_ENV} is not set (eval \"$(bash scripts/postgres.sh start)\" to run these)")
-    base = make_url(server)
-    name = f"plab_{uuid.uuid4().hex}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except SQLAlchemyError as exc:
-        admin.dispose()
-        pytest.fail(f"cannot create a test database on {base.render_as_string(hide_password=True)} "
-                    f"({URL_ENV}): {str(exc).splitlines()[0]}", pytrace=False)
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from principlelab.errors import StorageError
 from principlelab.studies.optuna_setup import close_storage, make_storage
+from slow_principles import slow_principles
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "principlelab-example-plugin"
@@ -62,32 +63,7 @@ k = {k}
 """
 
 # A trigger that never fires but sleeps after every epoch, so a campaign can be killed in mid-trial.
-SLOW_PRINCIPLES = '''
-import time
-from typing import ClassVar
-
-from principlelab.core.principles import PrincipleConfig, Trigger
-from principlelab.registry import hookimpl
-
-
-class SlowNever(Trigger):
-    name: ClassVar[str] = "slow_never"
-
-    class Config(PrincipleConfig):
-        pass
-
-    def on_step(self, signals):
-        return None
-
-    def on_epoch_end(self, signals):
-        time.sleep(0.4)
-        return None
-
-
-@hookimpl
-def register_triggers(register):
-    register(SlowNever)
-'''
+SLOW_PRINCIPLES = slow_principles(0.4)
 
 
 def hermetic_env(**extra: str) -> dict[str, str]:
