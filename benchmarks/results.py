@@ -189,12 +189,12 @@ def run_job(job: Job) -> dict[str, Any]:
     started = time.perf_counter()
     result = trainer.run()
     wall = time.perf_counter() - started
-    params = result.params
+    params = result.params  # everything trained: the network plus composition- and rule-owned tensors
     extra = extra_params(trainer)
     return {
         "table": job.table, "task": job.task, "row": job.row, "seed": job.seed, "group": job.group,
         "meta": job.meta, "epochs": recipe.fidelity.epochs, "test_accuracy": result.test_accuracy,
-        "params": params, "params_total": params + extra, "macs": result.macs,
+        "params": params - extra, "params_total": params, "macs": result.macs,
         "train_macs": trainer.signals.train_macs, "eval_macs": trainer.signals.eval_macs,
         "wall_s": wall, "widths": list(result.widths)[1:-1], "firings": len(firings),
         "firing_epochs": firings, "units_added": trainer.net.num_hidden_units() - hidden_before,
@@ -397,10 +397,10 @@ def compute_section(sm: dict, tasks: list[str], s: Settings, plan: dict[str, Any
            "evaluation (per-epoch validation and the final test); forward_forward's evaluation runs one "
            "pass per class label, so its evaluation MACs are several times the others'.",
            "",
-           "*params (network)* is `RunResult.params`, the network's active parameters. *params (all)* adds "
-           "the parameters the composition or learning rule owns (the capsule head's projection and "
-           "transforms; forward_forward's label embedding). The capsule runs do not use the network's "
-           "output layer but it is still counted in both.", ""]
+           "*params (all)* is `RunResult.params`: the network's active parameters plus those the "
+           "composition or learning rule owns (the capsule head's projection and transforms; "
+           "forward_forward's label embedding). *params (network)* is the network's alone. The capsule "
+           "runs do not use the network's output layer but it is still counted in both.", ""]
     for task in tasks:
         for b in s.budget_epochs:
             group = f"budget = backprop x {b} epochs"
@@ -440,8 +440,8 @@ def compute_text(st: dict[str, dict[str, Any]]) -> list[str]:
                  f"backprop's, so its total MACs are {ff['macs'].mean / bp['macs'].mean:.2f}x backprop's.")
     cap = st[CAPSULE_R3]
     lines.append(f"The capsule head adds {cap['params_total'].mean - cap['params'].mean:,.0f} parameters "
-                 f"({(cap['params_total'].mean / cap['params'].mean - 1) * 100:.0f}% of the network) "
-                 "that `RunResult.params` does not count.")
+                 f"({(cap['params_total'].mean / cap['params'].mean - 1) * 100:.0f}% of the network's), "
+                 "counted in *params (all)*.")
     return [" ".join(lines)]
 
 
