@@ -442,3 +442,23 @@ def test_an_unknown_task_writes_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     line = error_line(invoke("campaign", "run", str(path)))
     assert "unknown task 'digitz'; known: " in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["campaign.toml"]
+
+
+def test_a_retried_trial_keeps_its_recipe_but_not_the_dead_trials_pruner_rungs():
+    from principlelab.studies.optuna_setup import retry_callback
+
+    study = optuna.create_study(direction="maximize")
+    dead = study.ask()
+    dead.suggest_float("x", 0, 1)
+    dead.set_user_attr("principles", {"growth": "random"})
+    study._storage.set_trial_system_attr(dead._trial_id, "completed_rung_0", 0.5)
+    study.tell(dead, state=optuna.trial.TrialState.FAIL)
+    retry = retry_callback(max_retry=1)
+    retry(study, study.trials[0])
+    waiting = study.trials[1]
+    assert waiting.state == optuna.trial.TrialState.WAITING and waiting.params == study.trials[0].params
+    assert waiting.user_attrs == {"principles": {"growth": "random"}}
+    assert waiting.system_attrs["failed_trial"] == 0 and waiting.system_attrs["retry_history"] == [0]
+    assert not any(k.startswith("completed_rung_") for k in waiting.system_attrs)
+    retry(study, waiting)  # a second death exceeds max_retry=1: no more retries
+    assert len(study.trials) == 2

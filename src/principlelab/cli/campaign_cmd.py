@@ -137,14 +137,15 @@ def render_status(state: dict[str, Any]) -> None:
                f"({', '.join(f'{k} {v}' for k, v in totals.items() if k != 'total' and v)}), "
                f"{state['promotions']} promotions")
     table = Table(title="study versions")
-    for column in ("task", "level", "version", "runs", "complete", "pruned", "failed", "best", "top failure"):
+    for column in ("task", "level", "version", "runs", "complete", "pruned", "failed", "rejected", "best",
+                   "top failure"):
         table.add_column(column)
     for sv in state["study_versions"]:
         best = sv["best"]
         failure = sv["failures"][0] if sv["failures"] else None
         table.add_row(sv["task"], sv["level"], str(sv["version"]), str(sv["total"]),
                       str(sv["counts"].get("complete", 0)), str(sv["counts"].get("pruned", 0)),
-                      str(sv["counts"].get("failed", 0)),
+                      str(sv["counts"].get("failed", 0)), str(sv["counts"].get("rejected", 0)),
                       "-" if best is None else f"{best['value']:.4f} ({'/'.join(best[s] for s in SLOTS)})",
                       "-" if failure is None else f"{failure['count']}x {failure['reason'][:60]}")
     Console(width=None if sys.stdout.isatty() else 160).print(table)

@@ -39,13 +39,29 @@ def check_workers(url: str, workers: int) -> None:
             "and pass --storage postgresql+psycopg://USER:PASSWORD@HOST/DB (see docs/campaigns.md)")
 
 
-def retry_callback(max_retry: int = 3) -> Callable[..., Any]:
-    """Optuna's retry of stale trials: ``RetryHeartbeatStaleTrialCallback`` (4.9+) or its older name."""
-    quiet_optuna()
-    retry_cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
-    if retry_cls is None:  # Optuna < 4.9
-        retry_cls = optuna.storages.RetryFailedTrialCallback
-    return retry_cls(max_retry=max_retry, inherit_intermediate_values=False)  # type: ignore[no-any-return]
+def retry_callback(max_retry: int = 3) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    """Retry a trial whose worker died, as Optuna's ``RetryHeartbeatStaleTrialCallback`` does, but
+    without the dead trial's pruner records.
+
+    The retry is a WAITING copy with the same parameters and user attributes and the system attributes
+    ``failed_trial`` (the first trial of the chain) and ``retry_history``; at most ``max_retry`` retries.
+    Optuna's callback also copies the successive-halving rung records (``completed_rung_*``), so a
+    retry would skip the rungs its dead predecessor passed and count their values twice; here they
+    are dropped and the retry is judged afresh.
+    """
+
+    def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        system_attrs: dict[str, Any] = {"failed_trial": trial.number, "retry_history": [],
+                                        **{k: v for k, v in trial.system_attrs.items()
+                                           if not k.startswith("completed_rung_")}}
+        system_attrs["retry_history"] = [*system_attrs["retry_history"], trial.number]
+        if len(system_attrs["retry_history"]) > max_retry:
+            return
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+            user_attrs=trial.user_attrs, system_attrs=system_attrs))
+
+    return retry
 
 
 def make_storage(url: str, failed_trial_callback: Callable[..., Any] | None = None, *,
@@ -54,8 +70,9 @@ def make_storage(url: str, failed_trial_callback: Callable[..., Any] | None = No
 
     ``journal`` (the default): Optuna's JournalStorage whose log is a table of the same database
     (:mod:`principlelab.studies.journal`): one insert per Optuna operation, state replayed in memory;
-    4-6x cheaper per trial than ``rdb``, Optuna's own relational schema, which the stock
-    optuna-dashboard reads directly. A campaign file chooses with ``optuna_storage``.
+    about 3x less machinery per campaign trial (docs/performance.md) than ``rdb``, Optuna's own
+    relational schema, which the stock optuna-dashboard reads directly. A campaign file chooses with
+    ``optuna_storage``.
     """
     quiet_optuna()
     if kind == "journal":
