@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from principlelab.core.recipe import SLOTS
-from principlelab.errors import ConfigError, UnknownNameError
+from principlelab.errors import ConfigError
 from principlelab.studies import leaderboard
 from principlelab.studies.db import (
     CampaignRow,
@@ -27,6 +27,7 @@ from principlelab.studies.db import (
     PromotionRow,
     RunRow,
     StudyVersionRow,
+    campaign_row,
 )
 from principlelab.studies.promotion import RankCorrelation, rank_correlation
 
@@ -106,9 +107,7 @@ class CampaignData:
 def load_campaign(db: LeaderboardDB, name: str) -> CampaignData:
     """One campaign's study versions, runs, growth events and promotions (UnknownNameError if absent)."""
     with db.session(write=False) as session:
-        row = session.scalar(select(CampaignRow).where(CampaignRow.name == name))
-        if row is None:
-            raise UnknownNameError("campaign", name, session.scalars(select(CampaignRow.name)))
+        row = campaign_row(session, name)
         versions = list(session.scalars(
             select(StudyVersionRow).where(StudyVersionRow.campaign_id == row.id)
             .order_by(StudyVersionRow.level_index, StudyVersionRow.task, StudyVersionRow.version)))

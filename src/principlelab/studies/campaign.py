@@ -32,8 +32,7 @@ from sqlalchemy import text
 
 from principlelab.core.recipe import SLOTS
 from principlelab.core.tasks import load_task
-from principlelab.errors import UnknownNameError
-from principlelab.studies.campaign_file import CampaignSpec, LevelSpec, file_hash, parse_campaign
+from principlelab.studies.campaign_file import CampaignSpec, file_hash, parse_campaign
 from principlelab.studies.db import LeaderboardDB
 from principlelab.studies.objective import MMAC, LevelContext, Objective
 from principlelab.studies.optuna_setup import (
@@ -121,11 +120,7 @@ class CampaignRunner:
     @classmethod
     def from_storage(cls, name: str, url: str, **kwargs: Any) -> CampaignRunner:
         """Join a campaign already in ``url`` (for ``plab worker``): its file is stored there."""
-        db = LeaderboardDB(url, create=False)
-        row = db.get_campaign(name)
-        if row is None:
-            raise UnknownNameError("campaign", name, db.campaign_names())
-        text = row.spec_json
+        text = LeaderboardDB(url, create=False).require_campaign(name).spec_json
         return cls(parse_campaign(text, source=f"campaign {name!r} in the database"), text, url, **kwargs)
 
     # ----------------------------------------------------------------------------- studies
@@ -332,14 +327,7 @@ class CampaignRunner:
 
 def optuna_storage_kind(db: LeaderboardDB, name: str) -> str:
     """The Optuna storage kind (``journal`` or ``rdb``) campaign ``name`` in ``db`` was run with."""
-    row = db.get_campaign(name)
-    if row is None:
-        raise UnknownNameError("campaign", name, db.campaign_names())
-    return parse_campaign(row.spec_json, source=f"campaign {name!r}").optuna_storage
-
-
-def level_target(level: LevelSpec) -> int | None:
-    return level.trials
+    return parse_campaign(db.require_campaign(name).spec_json, source=f"campaign {name!r}").optuna_storage
 
 
 def eta_seconds(progress: LevelProgress) -> float | None:

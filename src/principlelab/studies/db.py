@@ -64,7 +64,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from principlelab.core.recipe import SLOTS
-from principlelab.errors import ConfigError, StorageError
+from principlelab.errors import ConfigError, StorageError, UnknownNameError
 
 SCHEMA_VERSION = 2
 """The schema this code writes. Bump it and add ``MIGRATIONS[new_version]`` to change the tables."""
@@ -282,6 +282,14 @@ def _one_line(message: str, limit: int = 300) -> str:
 # ------------------------------------------------------------------------------------------ database
 
 
+def campaign_row(session: Session, name: str) -> CampaignRow:
+    """The campaign called ``name`` in ``session``; :class:`UnknownNameError` listing the known ones if absent."""
+    row = session.scalar(select(CampaignRow).where(CampaignRow.name == name))
+    if row is None:
+        raise UnknownNameError("campaign", name, session.scalars(select(CampaignRow.name)))
+    return row
+
+
 class LeaderboardDB:
     """The ``plab_`` tables in one database (SQLite file, PostgreSQL, ...), created and upgraded on open.
 
@@ -479,6 +487,11 @@ class LeaderboardDB:
     def get_campaign(self, name: str) -> CampaignRow | None:
         with self.session(write=False) as session:
             return session.scalar(select(CampaignRow).where(CampaignRow.name == name))
+
+    def require_campaign(self, name: str) -> CampaignRow:
+        """The campaign called ``name``; :class:`UnknownNameError` listing the known ones if absent."""
+        with self.session(write=False) as session:
+            return campaign_row(session, name)
 
     def campaign_names(self) -> list[str]:
         with self.session(write=False) as session:

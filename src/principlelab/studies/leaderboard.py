@@ -24,6 +24,7 @@ from principlelab.studies.db import (
     PromotionRow,
     RunRow,
     StudyVersionRow,
+    campaign_row,
 )
 
 METRICS: dict[str, bool] = {
@@ -129,10 +130,7 @@ def _filters(session: Session, *, campaign: str | None, task: str | None, level:
 
 
 def _campaign_id(session: Session, name: str) -> int:
-    found = session.scalar(select(CampaignRow.id).where(CampaignRow.name == name))
-    if found is None:
-        raise UnknownNameError("campaign", name, session.scalars(select(CampaignRow.name)))
-    return found
+    return campaign_row(session, name).id
 
 
 def _order(expr: Any, desc: bool) -> Any:
@@ -342,9 +340,7 @@ def status(db: LeaderboardDB, campaign: str, *, metric: str = "test_accuracy") -
     higher = higher_is_better(metric)
     col = getattr(RunRow, metric)
     with db.session(write=False) as session:
-        row = session.scalar(select(CampaignRow).where(CampaignRow.name == campaign))
-        if row is None:
-            raise UnknownNameError("campaign", campaign, session.scalars(select(CampaignRow.name)))
+        row = campaign_row(session, campaign)
         versions = list(session.scalars(
             select(StudyVersionRow).where(StudyVersionRow.campaign_id == row.id)
             .order_by(StudyVersionRow.level_index, StudyVersionRow.task, StudyVersionRow.level,
