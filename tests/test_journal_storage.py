@@ -43,12 +43,10 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 # ------------------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+@pytest.fixture
+def url(db_url: str) -> str:
     """A database URL for the journal: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "postgres":
-        return str(request.getfixturevalue("pg_url"))
-    return f"sqlite:///{tmp_path / 'journal.db'}"
+    return db_url
 
 
 def retry_callback() -> Any:

@@ -39,11 +39,12 @@ from principlelab.studies.journal import (
     _logger,
     _make_engine,
 )
+from principlelab.studies.journal_batch import BatchedTrialWrites
 
 __all__ = ["SQLJournalStorage", "journal_storage"]
 
 
-class SQLJournalStorage(JournalStorage, BaseHeartbeat):
+class SQLJournalStorage(BatchedTrialWrites, JournalStorage, BaseHeartbeat):
     """:class:`optuna.storages.JournalStorage` on :class:`SQLJournalBackend`, with heartbeats.
 
     The heartbeat works like :class:`optuna.storages.RDBStorage`'s: ``study.optimize`` records one every
@@ -104,6 +105,7 @@ class SQLJournalStorage(JournalStorage, BaseHeartbeat):
         state = super().__getstate__()
         state.pop("_hb", None)
         state.pop("_hb_lock", None)
+        state.pop("_batch", None)
         return state
 
     def __setstate__(self, state: dict[Any, Any]) -> None:

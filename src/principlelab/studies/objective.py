@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,18 +95,21 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         ctx = self.ctx
-        trial.set_user_attr("worker", worker_id())  # which process ran it (a retry overwrites the copy)
         row: dict[str, Any] = {"trial_number": trial.number, "seed": ctx.spec.seed, "status": "failed"}
         step_kind = pruning_step_kind(ctx.level, ctx.level_index)
         pruning = PruningCallback(trial, step_kind, ctx.rung_base if step_kind == "compute" else None)
-        try:
-            slots, seed = self._choose(trial)
-        except ConfigError as exc:  # an incompatible combination: no training, and told PRUNED (see space)
-            trial.set_user_attr(REJECTED_ATTR, str(exc))
-            row.update({slot: str(trial.params.get(slot, "")) for slot in SLOTS})
-            row.update({f"{slot}_config": {} for slot in SLOTS}, recipe_key="", recipe_json={})
-            self._record(row, "rejected", f"rejected: {exc}")
-            raise optuna.TrialPruned(f"rejected: {exc}") from None
+        batched = getattr(trial.storage, "batched_writes", None)  # journal storage: one append for the recipe
+        with batched(trial._trial_id) if batched is not None else nullcontext():
+            trial.set_user_attr("worker", worker_id())  # which process ran it (a retry overwrites the copy)
+            try:
+                slots, seed = self._choose(trial)
+            except ConfigError as exc:  # an incompatible combination: no training, and told PRUNED (see space)
+                trial.set_user_attr(REJECTED_ATTR, str(exc))
+                row.update({slot: str(trial.params.get(slot, "")) for slot in SLOTS})
+                row.update({f"{slot}_config": {} for slot in SLOTS}, recipe_key="", recipe_json={})
+                self._record(row, "rejected", f"rejected: {exc}")
+                raise optuna.TrialPruned(f"rejected: {exc}") from None
+            trial.set_user_attr("principles", {slot: slots[slot]["name"] for slot in SLOTS})
         try:
             row["seed"] = seed
             if ctx.level_index > 0:
@@ -114,9 +118,10 @@ class Objective:
             recipe = Recipe(task=ctx.task, fidelity=ctx.level.fidelity(), seed=seed, network=ctx.spec.network,
                             **slots)
             principles = ctx.registry.instantiate(recipe)
-            trial.set_user_attr("principles", {slot: slots[slot]["name"] for slot in SLOTS})
             task = load_task(recipe.task, fidelity=recipe.fidelity, seed=recipe.seed)
-            result = Trainer(recipe, principles, task, [pruning]).run()
+            # the pruner's reports and rung records reach the database with the trial's end (one append)
+            with batched(trial._trial_id, read_through=True) if batched is not None else nullcontext():
+                result = Trainer(recipe, principles, task, [pruning]).run()
             result.versions = versions_for(ctx.registry, recipe)
         except optuna.TrialPruned as exc:
             self._record(row, "pruned", str(exc), reports=pruning.reports, events=pruning.events)

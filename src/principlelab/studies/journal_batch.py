@@ -1,0 +1,171 @@
+"""One journal append for a trial's sampled parameters: :class:`BatchedTrialWrites`.
+
+Optuna's :class:`~optuna.storages.JournalStorage` appends one log, and reads back every log
+appended since, for each ``suggest_*`` and each ``set_user_attr``: a campaign trial samples about
+twenty parameters, so about twenty database transactions and twenty reads before it trains. Inside
+:meth:`BatchedTrialWrites.batched_writes` the trial's parameter and attribute writes are queued in
+this process and appended together, in one transaction, when the block ends (or before any other
+write); reads in the block see the queued writes and do not go back to the database.
+
+What the batch changes, and why it is safe here:
+
+* other workers see the trial's parameters when the block ends, not one by one: nothing reads a
+  half-sampled trial of another worker (TPE's constant liar skips trials without the parameter);
+* reads in the block come from this process's replay of the journal as of the block's start: the
+  sampler's view of finished trials is a few milliseconds old, as if the trial had started earlier;
+* a worker killed inside the block loses the queued writes of a trial that has not started
+  training; its heartbeat stops, the trial is failed and retried (with no parameters: sampled anew);
+* a write the replay would refuse (a distribution incompatible with an earlier trial's) raises
+  when the block ends instead of at the ``suggest`` call; principlelab's study versions make that
+  impossible (a changed space is a new study).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Container, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from optuna.distributions import json_to_distribution
+from optuna.storages.journal._storage import JournalOperation
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["READ_THROUGH_WINDOW_S", "BatchedTrialWrites"]
+
+READ_THROUGH_WINDOW_S = 0.05
+"""In a ``read_through`` block, reads within this many seconds of the block's last sync reuse it."""
+
+_BATCHABLE = {JournalOperation.SET_TRIAL_PARAM, JournalOperation.SET_TRIAL_USER_ATTR,
+              JournalOperation.SET_TRIAL_SYSTEM_ATTR, JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE}
+
+
+@dataclass
+class _Batch:
+    trial_id: int
+    thread: int
+    read_through: bool = False  # reads still sync (see other workers' writes); only the writes wait
+    synced_at: float = -1e9  # time.monotonic() of the block's last sync
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    stale: bool = False  # another write went to the database: the next read must sync
+    _changes: list[tuple[str, Any, Any]] = field(default_factory=list)  # the queued logs, decoded once
+    _overlaid: tuple[int, int, FrozenTrial] | None = None  # (id of the replayed trial, len(changes), result)
+
+    def queue(self, log: dict[str, Any]) -> None:
+        op = log["op_code"]
+        self.logs.append(log)
+        if op == JournalOperation.SET_TRIAL_PARAM:
+            distribution = json_to_distribution(log["distribution"])
+            value = distribution.to_external_repr(log["param_value_internal"])
+            self._changes.append(("param", log["param_name"], (distribution, value)))
+        elif op == JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE:
+            self._changes.append(("intermediate_values", log["step"], log["intermediate_value"]))
+        else:
+            attrs = "user_attrs" if op == JournalOperation.SET_TRIAL_USER_ATTR else "system_attrs"
+            (key, value), = log["user_attr" if attrs == "user_attrs" else "system_attr"].items()
+            self._changes.append((attrs, key, value))
+
+    def take(self) -> list[dict[str, Any]]:
+        """The queued logs, removed from the queue (they are about to be appended)."""
+        logs, self.logs, self._changes, self._overlaid = self.logs, [], [], None
+        return logs
+
+    def overlay(self, trial: FrozenTrial) -> FrozenTrial:
+        """``trial`` (the replayed one) with the queued writes applied; a copy, ``trial`` is not changed."""
+        if not self._changes:
+            return trial
+        if self._overlaid is not None and self._overlaid[:2] == (id(trial), len(self._changes)):
+            return self._overlaid[2]
+        out = copy.copy(trial)
+        out.params, out.distributions = dict(trial.params), dict(trial.distributions)
+        out.user_attrs, out.system_attrs = dict(trial.user_attrs), dict(trial.system_attrs)
+        out.intermediate_values = dict(trial.intermediate_values)
+        for what, key, value in self._changes:
+            if what == "param":
+                out.distributions[key], out.params[key] = value
+            else:
+                getattr(out, what)[key] = value
+        self._overlaid = (id(trial), len(self._changes), out)  # holds ``trial``: its id is not reused meanwhile
+        return out
+
+
+class BatchedTrialWrites:
+    """Mixin for a :class:`~optuna.storages.JournalStorage` subclass (listed before it): batched trial writes.
+
+    Only the thread that opened the batch is affected; every other thread reads and writes as usual.
+    """
+
+    _thread_lock: threading.Lock
+    _batch: _Batch | None = None
+
+    @contextmanager
+    def batched_writes(self, trial_id: int, *, read_through: bool = False) -> Iterator[None]:
+        """Queue ``trial_id``'s parameter, attribute and intermediate-value writes in this block; append
+        them in one go at its end.
+
+        The queued writes are appended also when the block raises (a rejected combination keeps the
+        parameters it sampled, a pruned trial its reports). With ``read_through`` reads still sync
+        with the database, at most once per :data:`READ_THROUGH_WINDOW_S` (a pruner comparing with
+        other workers' trials sees their reports up to then); without, reads come from the replay
+        as of the block's start. Blocks do not nest.
+        """
+        if self._batch is not None:
+            raise RuntimeError("batched_writes blocks do not nest")
+        with self._thread_lock:
+            super()._sync_with_backend()  # type: ignore[misc]  # the view the block's reads are served from
+            self._batch = _Batch(trial_id, threading.get_ident(), read_through)
+        try:
+            yield
+        finally:
+            with self._thread_lock:
+                batch, self._batch = self._batch, None
+                assert batch is not None
+                logs = batch.take()
+                if logs:
+                    self._backend.append_logs(logs)  # type: ignore[attr-defined]
+                    super()._sync_with_backend()  # type: ignore[misc]
+
+    def _active_batch(self) -> _Batch | None:
+        batch = self._batch
+        return batch if batch is not None and batch.thread == threading.get_ident() else None
+
+    def _write_log(self, op_code: int, extra_fields: dict[str, Any]) -> None:
+        batch = self._active_batch()
+        log = {"op_code": op_code, "worker_id": self._replay_result.worker_id, **extra_fields}  # type: ignore
+        if batch is not None and op_code in _BATCHABLE and extra_fields.get("trial_id") == batch.trial_id:
+            batch.queue(log)
+            return
+        pending: list[dict[str, Any]] = []
+        if batch is not None:  # any other write: the queue first, in the same append, keeping the order
+            pending = batch.take()
+            batch.stale = True
+        self._backend.append_logs([*pending, log])  # type: ignore[attr-defined]
+
+    def _sync_with_backend(self) -> None:
+        batch = self._active_batch()
+        if batch is not None and not batch.stale:
+            if not batch.read_through:
+                return  # reads in the block: this process's replay plus the queue
+            now = time.monotonic()
+            if now - batch.synced_at < READ_THROUGH_WINDOW_S:
+                return  # a pruner's burst of reads: one sync serves them all
+            batch.synced_at = now
+        if batch is not None:
+            batch.stale = False
+        super()._sync_with_backend()  # type: ignore[misc]
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        trial: FrozenTrial = super().get_trial(trial_id)  # type: ignore[misc]
+        batch = self._active_batch()
+        return batch.overlay(trial) if batch is not None and batch.trial_id == trial_id else trial
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True,
+                       states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        trials: list[FrozenTrial] = super().get_all_trials(study_id, deepcopy, states)  # type: ignore[misc]
+        batch = self._active_batch()
+        if batch is None or not batch.logs:
+            return trials  # (nothing queued: the replayed trials as they are)
+        return [batch.overlay(t) if t._trial_id == batch.trial_id else t for t in trials]

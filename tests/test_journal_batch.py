@@ -1,0 +1,168 @@
+"""Batched trial writes on the journal storage (``principlelab.studies.journal_batch``).
+
+Inside ``storage.batched_writes(trial_id)`` a trial's parameter, attribute and intermediate-value
+writes stay in this process (reads in the block see them) and reach the database in one append
+when the block ends; everything else behaves as without the block. SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+
+import optuna
+import pytest
+from sqlalchemy import text
+
+from principlelab.studies.journal_batch import READ_THROUGH_WINDOW_S
+from principlelab.studies.journal_storage import SQLJournalStorage
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def appends(storage: SQLJournalStorage) -> list[int]:
+    """Spy on the backend: the number of logs of every append from now on."""
+    calls: list[int] = []
+    original = storage.backend.append_logs
+
+    def spy(logs: list[dict]) -> None:
+        calls.append(len(logs))
+        original(logs)
+
+    storage.backend.append_logs = spy  # type: ignore[method-assign]
+    return calls
+
+
+def journal_rows(url: str) -> int:
+    storage = SQLJournalStorage(url)
+    try:
+        return storage.backend.count()
+    finally:
+        storage.dispose()
+
+
+def sample(trial: optuna.Trial) -> dict:
+    return {"kind": trial.suggest_categorical("kind", ["a", "b"]), "x": trial.suggest_float("x", 0, 1),
+            "n": trial.suggest_int("n", 1, 9)}
+
+
+def test_a_trials_writes_are_one_append_at_the_end_of_the_block(db_url: str) -> None:
+    storage = SQLJournalStorage(db_url)
+    study = optuna.create_study(storage=storage, study_name="s", sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    calls = appends(storage)
+    before = journal_rows(db_url)
+    with storage.batched_writes(trial._trial_id):
+        params = sample(trial)
+        trial.set_user_attr("worker", "w1")
+        assert trial.params == params  # the block's reads see the queued writes
+        assert storage.get_trial(trial._trial_id).user_attrs == {"worker": "w1"}
+        assert study.trials[0].params == params
+        assert journal_rows(db_url) == before and calls == []  # nothing reached the database yet
+        other = optuna.load_study(study_name="s", storage=SQLJournalStorage(db_url))
+        assert other.trials[0].params == {}
+    assert calls == [4]  # three parameters and one attribute, one append
+    assert journal_rows(db_url) == before + 4
+    fresh = optuna.load_study(study_name="s", storage=SQLJournalStorage(db_url))
+    assert fresh.trials[0].params == params and fresh.trials[0].user_attrs == {"worker": "w1"}
+    assert fresh.trials[0].distributions == study.trials[0].distributions
+    study.tell(trial, 0.5)
+    assert optuna.load_study(study_name="s", storage=SQLJournalStorage(db_url)).best_value == 0.5
+
+
+def test_the_queue_is_written_when_the_block_raises(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'j.db'}"
+    storage = SQLJournalStorage(url)
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    with pytest.raises(ValueError, match="rejected"), storage.batched_writes(trial._trial_id):
+        trial.suggest_float("x", 0, 1)
+        raise ValueError("rejected")
+    assert "x" in optuna.load_study(study_name="s", storage=SQLJournalStorage(url)).trials[0].params
+
+
+def test_another_write_in_the_block_goes_after_the_queue(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'j.db'}"
+    storage = SQLJournalStorage(url)
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    calls = appends(storage)
+    with storage.batched_writes(trial._trial_id):
+        trial.suggest_float("x", 0, 1)
+        study.set_user_attr("note", "study attribute")  # not the trial's: written now, after the queued log
+        assert calls == [2]
+        trial.suggest_float("y", 0, 1)
+        assert trial.params.keys() == {"x", "y"}
+    assert calls == [2, 1]
+    with SQLJournalStorage(url).backend.engine.connect() as conn:
+        bodies = [row[0] for row in conn.execute(text("SELECT body FROM plab_optuna_journal ORDER BY id"))]
+    assert [b for b in bodies if '"x"' in b or '"note"' in b or '"y"' in b] == bodies[-3:]
+    assert '"x"' in bodies[-3] and '"note"' in bodies[-2] and '"y"' in bodies[-1]
+
+
+def test_other_trials_and_threads_are_not_batched(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'j.db'}"
+    storage = SQLJournalStorage(url)
+    study = optuna.create_study(storage=storage, study_name="s")
+    first, second = study.ask(), study.ask()
+    calls = appends(storage)
+    with storage.batched_writes(first._trial_id):
+        second.suggest_float("x", 0, 1)  # another trial: written at once
+        assert calls == [1]
+        first.suggest_float("x", 0, 1)
+        assert calls == [1]
+    assert calls == [1, 1]
+    outer = storage.batched_writes(first._trial_id)
+    with pytest.raises(RuntimeError, match="do not nest"), outer, storage.batched_writes(first._trial_id):
+        pass
+
+
+def test_pruner_reports_wait_but_reads_see_other_workers(db_url: str) -> None:
+    storage = SQLJournalStorage(db_url)
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    trial = study.ask()
+    peer_storage = SQLJournalStorage(db_url)
+    peer = optuna.load_study(study_name="s", storage=peer_storage)
+    calls = appends(storage)
+    with storage.batched_writes(trial._trial_id, read_through=True):
+        trial.report(0.25, step=1)
+        trial.report(0.5, step=3)
+        assert storage.get_trial(trial._trial_id).intermediate_values == {1: 0.25, 3: 0.5}
+        assert calls == []
+        peer.enqueue_trial({"x": 0.1})  # another worker writes
+        time.sleep(READ_THROUGH_WINDOW_S * 1.5)
+        assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 1
+    assert calls == [2]
+    assert peer.trials[0].intermediate_values == {1: 0.25, 3: 0.5}
+
+
+def test_a_batched_campaign_study_matches_an_unbatched_one(tmp_path) -> None:
+    """The same seeded TPE + Hyperband study, with and without batching: the same trials."""
+    results = []
+    for batched in (False, True):
+        url = f"sqlite:///{tmp_path / f'{batched}.db'}"
+        storage = SQLJournalStorage(url)
+        study = optuna.create_study(
+            storage=storage, study_name="same", direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=3, n_startup_trials=5),
+            pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9, reduction_factor=3))
+
+        def objective(trial: optuna.Trial, batched: bool = batched, storage: SQLJournalStorage = storage) -> float:
+            if batched:
+                with storage.batched_writes(trial._trial_id):
+                    params = sample(trial)
+            else:
+                params = sample(trial)
+            value = params["x"] * (1.5 if params["kind"] == "a" else 1.0) - 0.01 * params["n"]
+            with storage.batched_writes(trial._trial_id, read_through=True) if batched else nullcontext():
+                for step in range(1, 10):
+                    trial.report(value * step / 9, step)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned()
+            return value
+
+        study.optimize(objective, n_trials=30)
+        results.append([(t.state, t.params, t.intermediate_values, t.value) for t in study.trials])
+    assert results[0] == results[1]
+
