@@ -18,7 +18,10 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import optuna
 import sqlalchemy as sa
@@ -69,11 +72,46 @@ def warm_up() -> None:
     principlelab.run(task="digits", fidelity={"epochs": 1, "data_fraction": 0.1}, network={"hidden": [8]})
 
 
+@contextmanager
+def timed_phases() -> Iterator[dict[str, float]]:
+    """Seconds spent in training (``Trainer.run`` without the pruning callback), sampling
+    (``SearchSpace.suggest``), the pruner (the pruning callback: reports and decisions) and the
+    leaderboard write, summed while the block runs."""
+    from principlelab.core.trainer import Trainer
+    from principlelab.studies.objective import Objective, PruningCallback
+    from principlelab.studies.space import SearchSpace
+
+    spent = {"run": 0.0, "sampling": 0.0, "pruner": 0.0, "leaderboard": 0.0}
+    targets = [(Trainer, "run", "run"), (SearchSpace, "suggest", "sampling"),
+               (PruningCallback, "on_epoch_end", "pruner"), (Objective, "_record", "leaderboard")]
+    originals = [(cls, attr, getattr(cls, attr)) for cls, attr, _ in targets]
+
+    def timer(fn: Any, phase: str) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[phase] += time.perf_counter() - started
+        return timed
+
+    for (cls, attr, phase), (_, _, fn) in zip(targets, originals):
+        setattr(cls, attr, timer(fn, phase))
+    try:
+        yield spent
+    finally:
+        for cls, attr, fn in originals:
+            setattr(cls, attr, fn)
+        spent["training"] = spent.pop("run") - spent["pruner"]
+
+
 def coarse_level(url: str, trials: int, sampler: str, pruner: str, kind: str, shape: argparse.Namespace,
-                 name: str) -> dict[str, float]:
+                 name: str) -> dict[str, Any]:
     """Run the coarse level of campaign ``name`` once; return trials/min, machinery share and per-trial times (ms).
 
-    The name is fixed so reruns sample and prune alike (Hyperband assigns brackets by study name).
+    Training is the time inside ``Trainer.run`` less the pruning callback; the machinery is everything
+    else in the level's wall time (sampling, storage, pruner, leaderboard writes, building the
+    trainer). The name is fixed so reruns sample and prune alike (Hyperband assigns brackets by study name).
     """
     from principlelab.registry import get_registry
     from principlelab.studies.campaign import CampaignRunner
@@ -85,16 +123,46 @@ def coarse_level(url: str, trials: int, sampler: str, pruner: str, kind: str, sh
     runner = CampaignRunner(parse_campaign(text), text, url, registry=get_registry())
     ctx = runner.context(shape.task, 0)
     study = runner.study(ctx)
-    started = time.perf_counter()
-    runner.run_level(ctx, study)
-    total = time.perf_counter() - started
+    with timed_phases() as spent:
+        started = time.perf_counter()
+        runner.run_level(ctx, study)
+        total = time.perf_counter() - started
     runs = runner.db.runs_for_study_version(ctx.study_version_id)
-    train = sum(r.wall_s or 0.0 for r in runs)
-    return {"trials": len(runs), "total_s": total, "trials_per_min": 60 * len(runs) / total,
-            "train_ms_per_trial": 1000 * train / len(runs),
-            "machinery_ms_per_trial": 1000 * (total - train) / len(runs),
+    n, train = len(runs), spent["training"]
+    other = total - train - spent["sampling"] - spent["pruner"] - spent["leaderboard"]
+    return {"trials": n, "total_s": total, "trials_per_min": 60 * n / total,
+            "train_ms_per_trial": 1000 * train / n,
+            "machinery_ms_per_trial": 1000 * (total - train) / n,
             "machinery_share": 1 - train / total,
+            "sampling_ms": 1000 * spent["sampling"] / n, "pruner_ms": 1000 * spent["pruner"] / n,
+            "leaderboard_ms": 1000 * spent["leaderboard"] / n, "other_ms": 1000 * other / n,
             "statuses": {s: sum(1 for r in runs if r.status == s) for s in {r.status for r in runs}}}
+
+
+def measure(url: str, database: str, args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None:
+    for kind in args.optuna_storage:
+        # a worker is long-lived: its first trials on a storage pay one-off costs (SQLAlchemy
+        # compiles and caches each statement once); warm up on another study of the same storage
+        coarse_level(url, 5, args.sampler, args.pruner, kind, args, name=f"warm-up-{kind}")
+        levels = [coarse_level(url, args.trials, args.sampler, args.pruner, kind, args,
+                               name=f"bench-{kind}-{repeat}") for repeat in range(args.repeats)]
+        median = sorted(levels, key=lambda r: r["machinery_share"])[len(levels) // 2]
+        results[f"{database}/{kind}"] = {"empty_objective_ms": empty_objective_ms(url, 50, kind), **median}
+
+
+@contextmanager
+def postgres_database(server_url: str) -> Iterator[str]:
+    """A fresh database on the server of ``server_url``, dropped afterwards."""
+    name = f"plab_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    try:
+        yield str(sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False))
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
 
 
 def main() -> None:
@@ -116,42 +184,26 @@ def main() -> None:
     torch.set_num_threads(1)
     os.environ.setdefault("PRINCIPLELAB_DISABLE_PLUGIN_AUTOLOAD", "1")
     warm_up()
-    results: dict[str, dict[str, object]] = {}
+    results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        urls = {"sqlite": f"sqlite:///{tmp}/bench.db"}
-        if args.postgres:
-            name = f"plab_bench_{uuid.uuid4().hex[:8]}"
-            admin = sa.create_engine(args.postgres, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(sa.text(f"CREATE DATABASE {name}"))
-            urls["postgresql"] = str(sa.engine.make_url(args.postgres).set(database=name))
-        try:
-            results["memory"] = {"empty_objective_ms": empty_objective_ms("memory", 100)}
-            for database, url in urls.items():
-                for kind in args.optuna_storage:
-                    # a worker is long-lived: its first trials on a storage pay one-off costs (SQLAlchemy
-                    # compiles and caches each statement once); warm up on another study of the same storage
-                    coarse_level(url, 5, args.sampler, args.pruner, kind, args, name=f"warm-up-{kind}")
-                    levels = [coarse_level(url, args.trials, args.sampler, args.pruner, kind, args,
-                                           name=f"bench-{kind}-{repeat}") for repeat in range(args.repeats)]
-                    median = sorted(levels, key=lambda r: r["machinery_share"])[len(levels) // 2]
-                    results[f"{database}/{kind}"] = {"empty_objective_ms": empty_objective_ms(url, 50, kind), **median}
-        finally:
-            if args.postgres:
-                with admin.connect() as conn:
-                    conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        results["memory"] = {"empty_objective_ms": empty_objective_ms("memory", 100)}
+        measure(f"sqlite:///{tmp}/bench.db", "sqlite", args, results)
+    if args.postgres:  # created after the SQLite runs: CREATE DATABASE's checkpoint I/O would slow them
+        with postgres_database(args.postgres) as url:
+            measure(url, "postgresql", args, results)
     print(f"coarse level: {args.task}, hidden {args.hidden}, {args.data_fraction:.0%} data, {args.epochs} epochs, "
           f"width cap {args.width_cap}, {args.trials} trials, "
           f"{args.sampler} sampler, {args.pruner} pruner, torch {torch.__version__}, 1 thread")
-    print(f"{'storage':<20} {'optuna empty ms/trial':>22} {'trials/min':>11} {'train ms':>9} "
-          f"{'machinery ms':>13} {'machinery share':>16}")
+    print(f"{'storage':<18} {'optuna empty':>12} {'trials/min':>10} {'train ms':>9} {'machinery ms':>12} "
+          f"{'share':>6} | {'sampling':>8} {'pruner':>7} {'leaderb.':>8} {'other':>6}  (ms per trial)")
     for kind, r in results.items():
         if "trials" not in r:
-            print(f"{kind:<20} {r['empty_objective_ms']:>22.1f}")
+            print(f"{kind:<18} {r['empty_objective_ms']:>12.1f}")
             continue
-        print(f"{kind:<20} {r['empty_objective_ms']:>22.1f} {r['trials_per_min']:>11.0f} "
-              f"{r['train_ms_per_trial']:>9.1f} "
-              f"{r['machinery_ms_per_trial']:>13.1f} {r['machinery_share']:>15.1%}  {r['statuses']}")
+        print(f"{kind:<18} {r['empty_objective_ms']:>12.1f} {r['trials_per_min']:>10.0f} "
+              f"{r['train_ms_per_trial']:>9.1f} {r['machinery_ms_per_trial']:>12.1f} {r['machinery_share']:>6.1%} | "
+              f"{r['sampling_ms']:>8.1f} {r['pruner_ms']:>7.1f} {r['leaderboard_ms']:>8.1f} {r['other_ms']:>6.1f}  "
+              f"{r['statuses']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
 

@@ -39,7 +39,7 @@ SKIP: dict[str, str] = {
     "apt-get install": "a system package; .ci/run installs it",
 }
 HEAVY = ("benchmarks/bench_train_loop.py", "benchmarks/results.py", "benchmarks/bench_campaign.py",
-         "benchmarks/bench_leaderboard.py")
+         "benchmarks/bench_leaderboard.py", "benchmarks/bench_sampler.py")
 FENCE = re.compile(r"^```(\w*)\s*$")
 
 

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
     ("bench_train_loop.py", ["--epochs", "1", "--repeats", "1", "--no-optimizers"]),
     ("bench_leaderboard.py", ["--rows", "2000", "--recipes", "50", "--repeats", "1"]),
     ("bench_campaign.py", ["--trials", "4"]),
+    ("bench_sampler.py", ["--trials", "25"]),
 ])
 def test_benchmark_runs(script: str, args: list[str], tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True,
