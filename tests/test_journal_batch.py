@@ -166,3 +166,29 @@ def test_a_batched_campaign_study_matches_an_unbatched_one(tmp_path) -> None:
         results.append([(t.state, t.params, t.intermediate_values, t.value) for t in study.trials])
     assert results[0] == results[1]
 
+
+
+def test_a_batch_is_the_opening_threads_only(tmp_path) -> None:
+    """Another thread's writes during a block go out at once, and it may open a block of its own."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'j.db'}"
+    storage = SQLJournalStorage(url)
+    study = optuna.create_study(storage=storage, study_name="s")
+    first, second = study.ask(), study.ask()
+    calls = appends(storage)
+    done: list[str] = []
+
+    def other_thread() -> None:
+        first.set_user_attr("from", "thread")  # the batched trial, but not this thread's batch
+        with storage.batched_writes(second._trial_id):
+            second.suggest_float("y", 0, 1)
+        done.append("ok")
+
+    with storage.batched_writes(first._trial_id):
+        first.suggest_float("x", 0, 1)
+        worker = threading.Thread(target=other_thread)
+        worker.start()
+        worker.join()
+        assert done == ["ok"] and calls == [1, 1]
+    assert calls == [1, 1, 1]

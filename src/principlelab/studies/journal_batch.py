@@ -46,7 +46,6 @@ _BATCHABLE = {JournalOperation.SET_TRIAL_PARAM, JournalOperation.SET_TRIAL_USER_
 @dataclass
 class _Batch:
     trial_id: int
-    thread: int
     read_through: bool = False  # reads still sync (see other workers' writes); only the writes wait
     synced_at: float = -1e9  # time.monotonic() of the block's last sync
     logs: list[dict[str, Any]] = field(default_factory=list)
@@ -99,7 +98,7 @@ class BatchedTrialWrites:
     """
 
     _thread_lock: threading.Lock
-    _batch: _Batch | None = None
+    _batches: dict[int, _Batch]  # by thread ident; created on first use (JournalStorage has no hook)
 
     @contextmanager
     def batched_writes(self, trial_id: int, *, read_through: bool = False) -> Iterator[None]:
@@ -112,25 +111,26 @@ class BatchedTrialWrites:
         other workers' trials sees their reports up to then); without, reads come from the replay
         as of the block's start. Blocks do not nest.
         """
-        if self._batch is not None:
+        thread = threading.get_ident()
+        if self._active_batch() is not None:
             raise RuntimeError("batched_writes blocks do not nest")
         with self._thread_lock:
             super()._sync_with_backend()  # type: ignore[misc]  # the view the block's reads are served from
-            self._batch = _Batch(trial_id, threading.get_ident(), read_through)
+            self.__dict__.setdefault("_batches", {})[thread] = _Batch(trial_id, read_through)
         try:
             yield
         finally:
             with self._thread_lock:
-                batch, self._batch = self._batch, None
-                assert batch is not None
+                batch = self._batches.pop(thread)
                 logs = batch.take()
                 if logs:
                     self._backend.append_logs(logs)  # type: ignore[attr-defined]
                     super()._sync_with_backend()  # type: ignore[misc]
 
     def _active_batch(self) -> _Batch | None:
-        batch = self._batch
-        return batch if batch is not None and batch.thread == threading.get_ident() else None
+        """This thread's open batch, if any."""
+        batches = self.__dict__.get("_batches")
+        return batches.get(threading.get_ident()) if batches else None
 
     def _write_log(self, op_code: int, extra_fields: dict[str, Any]) -> None:
         batch = self._active_batch()

@@ -105,7 +105,7 @@ class SQLJournalStorage(BatchedTrialWrites, JournalStorage, BaseHeartbeat):
         state = super().__getstate__()
         state.pop("_hb", None)
         state.pop("_hb_lock", None)
-        state.pop("_batch", None)
+        state.pop("_batches", None)
         return state
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
