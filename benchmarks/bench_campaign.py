@@ -1,10 +1,11 @@
 """How much of a coarse campaign is machinery (Optuna, leaderboard writes, signals, progress)?
 
 For each storage (SQLite file; PostgreSQL when --postgres URL or $PRINCIPLELAB_TEST_POSTGRES_URL is
-given) this runs the first (coarse) level of a campaign (by default shaped like examples/quickstart.toml's) and
-reports coarse trials per minute, the machinery share (1 - training time / trial time, where
-training time is the Trainer's own wall time of each run), and Optuna's per-trial cost with an
-empty objective on the same storage.
+given) this runs the first (coarse) level of a campaign (by default shaped like examples/quickstart.toml's),
+with and without sampling ahead (studies/sample_ahead.py: a second process samples the next trial
+and writes the last one's results while this one trains), and reports coarse trials per minute, the
+machinery share (1 - training time / trial time, where training time is the Trainer's own wall time
+of each run), and Optuna's per-trial cost with an empty objective on the same storage.
 
     .venv/bin/python benchmarks/bench_campaign.py --trials 40
     .venv/bin/python benchmarks/bench_campaign.py --trials 40 --postgres postgresql+psycopg://postgres@127.0.0.1:54329/plab_test
@@ -106,12 +107,14 @@ def timed_phases() -> Iterator[dict[str, float]]:
 
 
 def coarse_level(url: str, trials: int, sampler: str, pruner: str, kind: str, shape: argparse.Namespace,
-                 name: str) -> dict[str, Any]:
+                 name: str, sample_ahead: bool = False) -> dict[str, Any]:
     """Run the coarse level of campaign ``name`` once; return trials/min, machinery share and per-trial times (ms).
 
     Training is the time inside ``Trainer.run`` less the pruning callback; the machinery is everything
     else in the level's wall time (sampling, storage, pruner, leaderboard writes, building the
     trainer). The name is fixed so reruns sample and prune alike (Hyperband assigns brackets by study name).
+    With ``sample_ahead`` the times are the worker's: what the sampling process does while it trains
+    is off its path (and on the machine's other core).
     """
     from principlelab.registry import get_registry
     from principlelab.studies.campaign import CampaignRunner
@@ -120,7 +123,7 @@ def coarse_level(url: str, trials: int, sampler: str, pruner: str, kind: str, sh
     text = CAMPAIGN.format(name=name, trials=trials, sampler=sampler, pruner=pruner,
                            kind=kind, task=shape.task, hidden=json.dumps(shape.hidden), epochs=shape.epochs,
                            data_fraction=shape.data_fraction, width_cap=shape.width_cap)
-    runner = CampaignRunner(parse_campaign(text), text, url, registry=get_registry())
+    runner = CampaignRunner(parse_campaign(text), text, url, registry=get_registry(), sample_ahead=sample_ahead)
     ctx = runner.context(shape.task, 0)
     study = runner.study(ctx)
     with timed_phases() as spent:
@@ -144,10 +147,14 @@ def measure(url: str, database: str, args: argparse.Namespace, results: dict[str
         # a worker is long-lived: its first trials on a storage pay one-off costs (SQLAlchemy
         # compiles and caches each statement once); warm up on another study of the same storage
         coarse_level(url, 5, args.sampler, args.pruner, kind, args, name=f"warm-up-{kind}")
-        levels = [coarse_level(url, args.trials, args.sampler, args.pruner, kind, args,
-                               name=f"bench-{kind}-{repeat}") for repeat in range(args.repeats)]
-        median = sorted(levels, key=lambda r: r["machinery_share"])[len(levels) // 2]
-        results[f"{database}/{kind}"] = {"empty_objective_ms": empty_objective_ms(url, 50, kind), **median}
+        empty_ms = empty_objective_ms(url, 50, kind)
+        for ahead in args.sample_ahead:
+            levels = [coarse_level(url, args.trials, args.sampler, args.pruner, kind, args,
+                                   name=f"bench-{kind}-{ahead}-{repeat}", sample_ahead=ahead == "on")
+                      for repeat in range(args.repeats)]
+            median = sorted(levels, key=lambda r: r["machinery_share"])[len(levels) // 2]
+            label = f"{database}/{kind}" + ("/ahead" if ahead == "on" else "")
+            results[label] = {"empty_objective_ms": empty_ms, **median}
 
 
 @contextmanager
@@ -180,6 +187,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--optuna-storage", nargs="+", default=["journal", "rdb"], choices=["journal", "rdb"],
                         help="Optuna storage kinds to measure (default both)")
+    parser.add_argument("--sample-ahead", nargs="+", default=["off", "on"], choices=["off", "on"],
+                        help="measure without and/or with sampling ahead (default both)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("PRINCIPLELAB_DISABLE_PLUGIN_AUTOLOAD", "1")
@@ -194,13 +203,13 @@ def main() -> None:
     print(f"coarse level: {args.task}, hidden {args.hidden}, {args.data_fraction:.0%} data, {args.epochs} epochs, "
           f"width cap {args.width_cap}, {args.trials} trials, "
           f"{args.sampler} sampler, {args.pruner} pruner, torch {torch.__version__}, 1 thread")
-    print(f"{'storage':<18} {'optuna empty':>12} {'trials/min':>10} {'train ms':>9} {'machinery ms':>12} "
+    print(f"{'storage':<24} {'optuna empty':>12} {'trials/min':>10} {'train ms':>9} {'machinery ms':>12} "
           f"{'share':>6} | {'sampling':>8} {'pruner':>7} {'leaderb.':>8} {'other':>6}  (ms per trial)")
     for kind, r in results.items():
         if "trials" not in r:
-            print(f"{kind:<18} {r['empty_objective_ms']:>12.1f}")
+            print(f"{kind:<24} {r['empty_objective_ms']:>12.1f}")
             continue
-        print(f"{kind:<18} {r['empty_objective_ms']:>12.1f} {r['trials_per_min']:>10.0f} "
+        print(f"{kind:<24} {r['empty_objective_ms']:>12.1f} {r['trials_per_min']:>10.0f} "
               f"{r['train_ms_per_trial']:>9.1f} {r['machinery_ms_per_trial']:>12.1f} {r['machinery_share']:>6.1%} | "
               f"{r['sampling_ms']:>8.1f} {r['pruner_ms']:>7.1f} {r['leaderboard_ms']:>8.1f} {r['other_ms']:>6.1f}  "
               f"{r['statuses']}")

@@ -169,7 +169,8 @@ def test_rerunning_an_interrupted_campaign_repeats_no_finished_trial(tmp_path: P
     log = tmp_path / "first.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "principlelab", "campaign", "run", str(path),
-                                 "--storage", url], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+                                 "--storage", url], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     storage = None
     try:
         deadline = time.monotonic() + 90
@@ -185,7 +186,7 @@ def test_rerunning_an_interrupted_campaign_repeats_no_finished_trial(tmp_path: P
                 break
             time.sleep(0.1)
         assert proc.poll() is None, f"the campaign ended before it could be interrupted:\n{log.read_text()}"
-        proc.send_signal(signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # the worker and its sampling process (studies/sample_ahead.py)
     finally:
         proc.kill()
         proc.wait()
@@ -204,7 +205,8 @@ def test_rerunning_an_interrupted_campaign_repeats_no_finished_trial(tmp_path: P
 
     coarse = study_trials(url, coarse_name)
     retried = {t.system_attrs["failed_trial"] for t in coarse if "failed_trial" in t.system_attrs}
-    assert len(retried) == 1 and retried == set(before) - finished_before  # the trial cut off by the kill
+    # the trial cut off by the kill, the one sampled ahead for it, and at most one whose result was on its way
+    assert 1 <= len(retried) <= 3 and retried == set(before) - finished_before
     assert len(coarse) - len(retried) == trials  # the budget counts each recipe once, finished or not
     assert not [t.number for t in coarse if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     for number in finished_before:  # finished trials kept their result and were not run again

@@ -67,7 +67,10 @@ def campaign() -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Local worker processes (more than one needs PostgreSQL).")
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Leaderboard rows to print.")
-def campaign_run(file: Path, storage: str | None, workers: int, top: int) -> None:
+@click.option("--sample-ahead", is_flag=True,
+              help="Sample each first-level trial in a second process while the previous one trains "
+                   "(one worker, Linux; see docs/campaigns.md).")
+def campaign_run(file: Path, storage: str | None, workers: int, top: int, sample_ahead: bool) -> None:
     """Run (or resume) the campaign in FILE and print its leaderboard."""
     from principlelab.registry import get_registry
     from principlelab.studies.campaign_file import load_campaign
@@ -80,7 +83,8 @@ def campaign_run(file: Path, storage: str | None, workers: int, top: int) -> Non
     console = Console(stderr=True)
     display = ProgressDisplay(console)
     registry = get_registry(local_dir=file.parent)
-    runner = CampaignRunner(spec, text, url, registry=registry, workers=workers, progress=display)
+    runner = CampaignRunner(spec, text, url, registry=registry, workers=workers, progress=display,
+                            sample_ahead=sample_ahead)
     console.print(f"campaign {spec.name!r}: {len(spec.tasks)} task(s), levels "
                   f"{' -> '.join(level.name for level in spec.levels)}, storage {runner.db.masked_url}, "
                   f"{runner.space.size_hint()} principle combinations")

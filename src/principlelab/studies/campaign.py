@@ -44,6 +44,7 @@ from principlelab.studies.optuna_setup import (
     rung_base,
 )
 from principlelab.studies.promotion import Candidate, RankCorrelation, pareto, rank_correlation, top_k
+from principlelab.studies.sample_ahead import run_level_sampled_ahead
 from principlelab.studies.space import SearchSpace
 
 ProgressFn = Callable[["LevelProgress"], None]
@@ -78,12 +79,12 @@ class StaleTrialRecorder:
         self.retry = retry_callback(max_retry=3)
         self.contexts: dict[str, LevelContext] = {}
 
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                 reason: str = f"worker lost: no heartbeat for {HEARTBEAT_GRACE_S} s; the trial was retried") -> None:
         self.retry(study, trial)
         ctx = self.contexts.get(study.study_name)
         if ctx is None:
             return
-        reason = f"worker lost: no heartbeat for {HEARTBEAT_GRACE_S} s; the trial was retried"
         principles = trial.user_attrs.get("principles", {})
         row: dict[str, Any] = {"trial_number": trial.number, "status": "failed", "failure_reason": reason,
                                "campaign_id": ctx.campaign_id, "study_version_id": ctx.study_version_id,
@@ -101,10 +102,13 @@ class CampaignRunner:
     """One worker's view of a campaign (see the module docstring for the loop)."""
 
     def __init__(self, spec: CampaignSpec, text: str, url: str, *, registry: Any = None,
-                 workers: int = 1, progress: ProgressFn | None = None) -> None:
+                 workers: int = 1, progress: ProgressFn | None = None, sample_ahead: bool = False) -> None:
+        """``sample_ahead``: sample each first-level trial in a second process while the previous one
+        trains (:mod:`~principlelab.studies.sample_ahead`; needs ``fork``, Linux)."""
         from principlelab.registry import get_registry
 
         self.spec, self.text, self.url, self.workers = spec, text, url, workers
+        self.sample_ahead = sample_ahead
         self.registry = registry or get_registry()
         self.space = SearchSpace(self.registry, spec.search.principles(), spec.search.fixed)
         for task in spec.tasks:  # a bad task name or data file fails here, before anything is written
@@ -135,13 +139,15 @@ class CampaignRunner:
         return ctx
 
     def study(self, ctx: LevelContext) -> optuna.Study:
-        seed = self.spec.seed + 1000 * ctx.level_index
         max_resource = self._expected_mmacs(ctx)
         ctx.rung_base = rung_base(max_resource)
         return optuna.create_study(
             study_name=ctx.study_name, storage=self.storage, load_if_exists=True, direction="maximize",
-            sampler=make_sampler(ctx.level, seed, workers=self.workers),
-            pruner=make_pruner(ctx.level, ctx.level_index, max_resource=max_resource))
+            sampler=self.sampler(ctx), pruner=make_pruner(ctx.level, ctx.level_index, max_resource=max_resource))
+
+    def sampler(self, ctx: LevelContext) -> optuna.samplers.BaseSampler:
+        """The level's sampler, seeded from the campaign's seed and the level."""
+        return make_sampler(ctx.level, self.spec.seed + 1000 * ctx.level_index, workers=self.workers)
 
     def _expected_mmacs(self, ctx: LevelContext) -> int:
         """Training compute of the initial network over the level's epochs, in MMACs (pruner rungs)."""
@@ -176,19 +182,15 @@ class CampaignRunner:
         target = level.trials if ctx.level_index == 0 else None
         deadline = time.monotonic() + level.time_budget_s if level.time_budget_s and ctx.level_index == 0 else None
         progress = LevelProgress(ctx.task, level.name, 0, target, 0, None)
+        if self.sample_ahead and ctx.level_index == 0:
+            run_level_sampled_ahead(self, ctx, study, progress, target, deadline)
+            return
         while True:
             # Deciding to start a trial and creating (or popping) it is one step under a lock shared by
             # every worker, released once the trial runs: no overshoot of the target, and no later-level
             # trial created because another worker took the last waiting one.
             with self._trial_start_lock(ctx.study_name) as release:
-                optuna.storages.fail_stale_trials(study)  # dead workers' trials become waiting retries
-                trials = study.get_trials(deepcopy=False)
-                self._update(progress, trials, ctx)
-                waiting = any(t.state == TrialState.WAITING for t in trials)
-                logical = len(trials) - sum(1 for t in trials if "failed_trial" in t.system_attrs)
-                budget_left = ((target is None or logical < target)
-                               and (deadline is None or time.monotonic() < deadline))
-                if not (waiting or (ctx.level_index == 0 and budget_left)):
+                if not self.may_start_trial(ctx, study, progress, target, deadline):
                     break
 
                 def run(trial: optuna.Trial, release: Callable[[], None] = release) -> float:
@@ -196,6 +198,26 @@ class CampaignRunner:
                     return objective(trial)
 
                 study.optimize(run, n_trials=1, catch=(Exception,), gc_after_trial=False)
+
+    def may_start_trial(self, ctx: LevelContext, study: optuna.Study, progress: LevelProgress, target: int | None,
+                        deadline: float | None) -> bool:
+        """Whether a trial starts now (under the start lock): a waiting retry, or budget left at level 0.
+
+        Fails stale trials first (dead workers' trials become waiting retries) and updates ``progress``.
+        """
+        optuna.storages.fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        self.update_progress(progress, trials, ctx)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        logical = len(trials) - sum(1 for t in trials if "failed_trial" in t.system_attrs)
+        budget_left = (target is None or logical < target) and (deadline is None or time.monotonic() < deadline)
+        return waiting or (ctx.level_index == 0 and budget_left)
+
+    def abandon(self, study: optuna.Study, number: int) -> None:
+        """Fail trial ``number``, sampled but never run (the worker stopped first), with a waiting retry."""
+        frozen = study.tell(number, state=TrialState.FAIL)
+        self.recorder(study, frozen,
+                      reason="not run: the worker stopped after sampling it; the trial was retried")
 
     @contextmanager
     def _trial_start_lock(self, study_name: str) -> Iterator[Callable[[], None]]:
@@ -236,7 +258,8 @@ class CampaignRunner:
             optuna.storages.fail_stale_trials(study)
             time.sleep(poll_s)
 
-    def _update(self, progress: LevelProgress, trials: list[optuna.trial.FrozenTrial], ctx: LevelContext) -> None:
+    def update_progress(self, progress: LevelProgress, trials: list[optuna.trial.FrozenTrial],
+                        ctx: LevelContext) -> None:
         finished = [t for t in trials if t.state.is_finished()]
         progress.done = len(finished) - sum(1 for t in finished if "failed_trial" in t.system_attrs)
         if ctx.level_index > 0:
@@ -257,7 +280,7 @@ class CampaignRunner:
                 except KeyError:
                     continue
                 progress = LevelProgress(task, ctx.level.name, 0, ctx.level.trials if index == 0 else None, 0, None)
-                self._update(progress, study.get_trials(deepcopy=False), ctx)
+                self.update_progress(progress, study.get_trials(deepcopy=False), ctx)
                 states.append(progress)
         return states
 

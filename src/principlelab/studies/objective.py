@@ -88,10 +88,21 @@ class LevelContext:
 
 
 class Objective:
-    """Callable for ``study.optimize``: suggest (or replay a promotion), train, record, return."""
+    """Callable for ``study.optimize``: suggest (or replay a promotion), train, record, return.
 
-    def __init__(self, ctx: LevelContext) -> None:
+    With ``defer_records`` the run rows are kept (:meth:`take_records`) instead of written: the
+    sampling process writes them, before it tells Optuna the trial's state (:mod:`.sample_ahead`).
+    """
+
+    def __init__(self, ctx: LevelContext, *, defer_records: bool = False) -> None:
         self.ctx = ctx
+        self.deferred: list[tuple[dict[str, Any], list[dict[str, Any]]]] | None = [] if defer_records else None
+
+    def take_records(self) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """The deferred ``(run row, growth event rows)`` of the trial just run (and forget them)."""
+        assert self.deferred is not None, "records are deferred only with defer_records=True"
+        taken, self.deferred = self.deferred, []
+        return taken
 
     def __call__(self, trial: optuna.Trial) -> float:
         ctx = self.ctx
@@ -100,16 +111,14 @@ class Objective:
         pruning = PruningCallback(trial, step_kind, ctx.rung_base if step_kind == "compute" else None)
         batched = getattr(trial.storage, "batched_writes", None)  # journal storage: one append for the recipe
         with batched(trial._trial_id) if batched is not None else nullcontext():
-            trial.set_user_attr("worker", worker_id())  # which process ran it (a retry overwrites the copy)
             try:
-                slots, seed = self._choose(trial)
+                slots, seed = self.prepare(trial, worker_id())
             except ConfigError as exc:  # an incompatible combination: no training, and told PRUNED (see space)
                 trial.set_user_attr(REJECTED_ATTR, str(exc))
                 row.update({slot: str(trial.params.get(slot, "")) for slot in SLOTS})
                 row.update({f"{slot}_config": {} for slot in SLOTS}, recipe_key="", recipe_json={})
                 self._record(row, "rejected", f"rejected: {exc}")
                 raise optuna.TrialPruned(f"rejected: {exc}") from None
-            trial.set_user_attr("principles", {slot: slots[slot]["name"] for slot in SLOTS})
         try:
             row["seed"] = seed
             if ctx.level_index > 0:
@@ -133,6 +142,22 @@ class Objective:
             raise
         self._record(row, "complete", None, result=result)
         return result.val_accuracy
+
+    def prepare(self, trial: optuna.Trial, worker: str) -> tuple[dict[str, dict[str, Any]], int]:
+        """Everything a trial writes before training: the ``worker`` attribute (which process runs it;
+        a retry overwrites its copy), the recipe's parameters and the ``principles`` attribute.
+
+        Writes only what differs, so a trial prepared ahead by the sampling process
+        (:mod:`~principlelab.studies.sample_ahead`) is replayed here without a write. Raises
+        :class:`ConfigError` for an incompatible combination.
+        """
+        if trial.user_attrs.get("worker") != worker:
+            trial.set_user_attr("worker", worker)
+        slots, seed = self._choose(trial)
+        principles = {slot: slots[slot]["name"] for slot in SLOTS}
+        if trial.user_attrs.get("principles") != principles:
+            trial.set_user_attr("principles", principles)
+        return slots, seed
 
     def _choose(self, trial: optuna.Trial) -> tuple[dict[str, dict[str, Any]], int]:
         """The recipe's slots and seed: sampled at the first level, replayed from a promotion later."""
@@ -177,4 +202,7 @@ class Objective:
                        growth_event_count=len(event_rows))
         row.setdefault("growth_event_count", len(event_rows))
         row.setdefault("wall_s", 0.0)
-        ctx.db.record_run(row, event_rows)
+        if self.deferred is not None:
+            self.deferred.append((row, event_rows))
+        else:
+            ctx.db.record_run(row, event_rows)

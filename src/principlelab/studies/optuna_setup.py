@@ -25,6 +25,8 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials: principlelab records the reason itself
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message=".*TPESampler.*is experimental", category=UserWarning)
+    # the sampling process asks and tells outside Study.optimize (studies/sample_ahead.py), heartbeats kept
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
 def is_sqlite(url: str) -> bool:

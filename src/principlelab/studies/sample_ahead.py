@@ -1,0 +1,243 @@
+"""Sample the next trial in a second process while this one trains (one worker, first level).
+
+A lone worker (``plab campaign run`` without ``--workers``) spends most of a coarse trial's
+machinery outside training: TPE over a few dozen conditional parameters, then the run row and
+Optuna's state change (docs/performance.md). When a level starts, the worker forks a process onto
+the machine's free core that does that work while the worker trains. Per trial:
+
+==============================================  ==============================================
+worker (trains)                                 sampling process
+==============================================  ==============================================
+receives trial N (created and sampled);         decides under the level's start lock (budget,
+asks for the next one                           retries first, stale trials), creates N+1,
+trains N (its pruner reports and decisions      samples it in one append, sends it
+are its own); sends N's run row and state       writes N's run row, then tells Optuna N's state
+==============================================  ==============================================
+
+The process handles messages in order, so TPE samples trial N+1 seeing trials up to N-1 finished
+and N running: one trial of lag, as two workers would have, and the same sequence on every rerun of
+a seeded campaign. A sampled trial waits for at most one trial's time, with the process keeping its
+heartbeat. If the worker dies, the process still writes what the worker sent, then exits (its pipe
+closes); the trials it was training and had waiting are failed by heartbeat and retried, as a dead
+worker's trial always is. If the worker stops on an exception, the trial sampled for nothing is
+failed and retried at once.
+
+Handing the run row and the state change over keeps decisions independent of timing only when the
+pruner ignores other trials' states: Hyperband and successive halving compare rung values, which the
+worker writes itself before it hands a trial over. The median and Wilcoxon pruners compare with
+complete trials, so with them the worker writes and tells itself, as it does without this process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import traceback
+import warnings
+from contextlib import nullcontext, suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+from optuna.trial import TrialState
+
+from principlelab.errors import ConfigError, PrincipleLabError
+from principlelab.studies.objective import Objective, worker_id
+from principlelab.studies.optuna_setup import HEARTBEAT_INTERVAL_S, make_storage
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    from principlelab.studies.campaign import CampaignRunner, LevelProgress
+    from principlelab.studies.objective import LevelContext
+
+
+def free_cores() -> int:
+    """CPU cores this process may run on."""
+    counter = getattr(os, "process_cpu_count", None)  # Python 3.13
+    if counter is not None:
+        return int(counter() or 1)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def can_sample_ahead() -> bool:
+    """A second core to sample on, and ``fork`` to start the process in milliseconds (Linux)."""
+    return sys.platform.startswith("linux") and free_cores() >= 2
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A trial the sampling process created and sampled, and the level's progress as it decided."""
+
+    trial_id: int
+    number: int
+    progress: tuple[int, int | None, int, float | None]  # done, target, running, best
+
+
+class SampleAheadError(PrincipleLabError):
+    """The sampling process failed or exited."""
+
+
+class SampleAhead:
+    """The worker's side of the sampling process (a context manager; see the module docstring)."""
+
+    def __init__(self, runner: CampaignRunner, ctx: LevelContext, study: optuna.Study, target: int | None,
+                 deadline: float | None) -> None:
+        self.runner, self.ctx, self.study, self.target, self.deadline = runner, ctx, study, target, deadline
+        self.requested = False
+
+    def __enter__(self) -> SampleAhead:
+        context = multiprocessing.get_context("fork")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(
+            target=_serve, args=(self.runner, self.ctx, child, worker_id(), self.target, self.deadline),
+            name="principlelab-sampler", daemon=True)
+        with warnings.catch_warnings():  # Python >= 3.12 warns on fork with threads: the child uses none of them
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.process.start()
+        child.close()
+        return self
+
+    def finish(self, trial: optuna.Trial, value: float | None, state: TrialState,
+               records: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
+        """Hand over a trial's run rows and final state: the process writes the rows, then tells Optuna."""
+        self.conn.send(("finish", trial.number, value, state, records))
+
+    def request(self) -> None:
+        """Ask for the next trial (sampled while the caller trains the current one)."""
+        self.conn.send("next")
+        self.requested = True
+
+    def receive(self) -> Proposal | None:
+        """The trial asked for, or None when the level needs no more."""
+        try:
+            message = self.conn.recv()
+        except EOFError:
+            self.process.join(1)
+            raise SampleAheadError(f"the sampling process exited (exit code {self.process.exitcode})") from None
+        self.requested = False
+        if isinstance(message, tuple) and message[0] == "error":
+            raise SampleAheadError(f"the sampling process failed:\n{message[1]}")
+        assert message is None or isinstance(message, Proposal)
+        return message
+
+    def __exit__(self, *exc_info: object) -> None:
+        unused = None
+        if self.requested and self.process.is_alive():  # stopped early: a trial was sampled for nothing
+            with suppress(SampleAheadError, OSError):
+                unused = self.receive()
+        with suppress(OSError):
+            self.conn.send("stop")
+        self.process.join(60)  # it writes what is queued first (milliseconds per trial)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+        if unused is not None:
+            self.runner.abandon(self.study, unused.number)
+
+
+def run_sampled_trial(study: optuna.Study, trial_id: int, objective: Objective, ahead: SampleAhead) -> None:
+    """Optuna's ``_run_trial`` for a trial the sampling process created: heartbeat, objective, then
+    the run row and the state change, handed to the process when the objective defers them."""
+    trial = optuna.Trial(study, trial_id)
+    value, state = None, TrialState.FAIL
+    try:
+        with get_heartbeat_thread(trial_id, study._storage):
+            try:
+                value, state = objective(trial), TrialState.COMPLETE
+            except optuna.TrialPruned:
+                state = TrialState.PRUNED
+            except Exception:  # recorded by the objective, with its reason
+                pass
+    finally:  # on KeyboardInterrupt too (told FAIL, as Optuna does)
+        if objective.deferred is None:
+            study.tell(trial, value, state=state)
+        else:
+            ahead.finish(trial, value, state, objective.take_records())
+
+
+def run_level_sampled_ahead(runner: CampaignRunner, ctx: LevelContext, study: optuna.Study,
+                            progress: LevelProgress, target: int | None, deadline: float | None) -> None:
+    """The worker's loop: train each trial the sampling process sends while it samples the next."""
+    rung_based = ctx.level.pruner_name(ctx.level_index) in ("hyperband", "successive_halving", "none")
+    objective = Objective(ctx, defer_records=rung_based)  # see the module docstring
+    with SampleAhead(runner, ctx, study, target, deadline) as ahead:
+        ahead.request()
+        while (proposal := ahead.receive()) is not None:
+            progress.done, progress.target, progress.running, progress.best = proposal.progress
+            runner.progress(progress)
+            ahead.request()
+            run_sampled_trial(study, proposal.trial_id, objective, ahead)
+    runner.update_progress(progress, study.get_trials(deepcopy=False), ctx)  # with every trial written
+
+
+# ------------------------------------------------------------------------------- sampling process
+
+
+def _serve(runner: CampaignRunner, ctx: LevelContext, conn: Connection, worker: str, target: int | None,
+           deadline: float | None) -> None:
+    """The sampling process: answer each ``next`` with a :class:`Proposal` (or None) and write each
+    ``finish``, in order, until ``stop`` or EOF."""
+    try:
+        _forget_inherited_connections(runner)
+        runner.progress = lambda _: None  # the worker shows progress
+        storage: Any = make_storage(runner.url, failed_trial_callback=runner.recorder, kind=runner.spec.optuna_storage)
+        study = optuna.load_study(study_name=ctx.study_name, storage=storage, sampler=runner.sampler(ctx),
+                                  pruner=optuna.pruners.NopPruner())
+        beating = is_heartbeat_enabled(storage)
+        waiting: int | None = None  # sampled, not yet taken by the worker
+        while True:
+            if not conn.poll(HEARTBEAT_INTERVAL_S):
+                if waiting is not None and beating:
+                    storage.record_heartbeat(waiting)  # still waiting: not a dead worker's trial
+                continue
+            message = conn.recv()
+            if message == "stop":
+                return
+            if isinstance(message, tuple) and message[0] == "finish":
+                _, number, value, state, records = message
+                for row, events in records:
+                    runner.db.record_run(row, events)
+                study.tell(number, value, state=state)
+                continue
+            proposal = _next_trial(runner, ctx, study, worker, target, deadline)
+            waiting = proposal.trial_id if proposal is not None else None
+            conn.send(proposal)
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        return  # the worker is gone (or interrupted): its trials fail by heartbeat and are retried
+    except BaseException:
+        with suppress(OSError):
+            conn.send(("error", traceback.format_exc()))
+
+
+def _next_trial(runner: CampaignRunner, ctx: LevelContext, study: optuna.Study, worker: str, target: int | None,
+                deadline: float | None) -> Proposal | None:
+    """Decide under the start lock, create the trial (a waiting retry first), sample it in one append."""
+    from principlelab.studies.campaign import LevelProgress
+
+    progress = LevelProgress(ctx.task, ctx.level.name, 0, target, 0, None)
+    with runner._trial_start_lock(ctx.study_name):
+        if not runner.may_start_trial(ctx, study, progress, target, deadline):
+            return None
+        trial = study.ask()
+        storage: Any = study._storage
+        if is_heartbeat_enabled(storage):
+            storage.record_heartbeat(trial._trial_id)
+        batched = getattr(storage, "batched_writes", None)
+        with batched(trial._trial_id) if batched is not None else nullcontext(), suppress(ConfigError):
+            Objective(ctx).prepare(trial, worker)  # a rejected combination is recorded by the worker
+    return Proposal(trial._trial_id, trial.number, (progress.done, progress.target, progress.running, progress.best))
+
+
+def _forget_inherited_connections(runner: CampaignRunner) -> None:
+    """Drop (without closing) the pooled connections copied from the worker: they are its, not ours."""
+    storage: Any = runner.storage
+    engines = [runner.db.engine, getattr(storage, "engine", None),
+               getattr(getattr(storage, "backend", None), "engine", None),
+               getattr(getattr(storage, "_hb", None), "engine", None)]
+    for engine in engines:
+        if engine is not None:
+            engine.dispose(close=False)

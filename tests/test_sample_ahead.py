@@ -1,0 +1,139 @@
+"""Sampling ahead (studies/sample_ahead.py): the first level's trials are created and sampled in a
+second process; every trial is still trained, recorded and told exactly once, the sequence is the
+same on every rerun and storage, and a stop or a failure of that process loses nothing."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from principlelab.core.trainer import Trainer
+from principlelab.registry import get_registry
+from principlelab.studies.campaign import CampaignRunner
+from principlelab.studies.campaign_file import parse_campaign
+from principlelab.studies.sample_ahead import SampleAheadError
+from principlelab.studies.space import SearchSpace
+from principlelab.studies.tpe import SplitOnceTPESampler
+
+CAMPAIGN = """
+name = "ahead"
+tasks = ["digits"]
+[network]
+hidden = [16]
+[search]
+connectivity = ["dense", "sparse_random"]
+learning = ["backprop", "soft_clamp"]
+trigger = ["never", "every_k"]
+growth = ["none", "random"]
+composition = ["sequential", "capsule_routing"]
+[[levels]]
+name = "coarse"
+data_fraction = 0.2
+epochs = 3
+trials = {trials}
+sampler = "tpe"
+pruner = "{pruner}"
+"""
+
+
+def coarse(url: str, *, trials: int = 14, pruner: str = "hyperband", sample_ahead: bool = True) -> CampaignRunner:
+    """Run the coarse level of the test campaign on ``url``; return its runner."""
+    text = CAMPAIGN.format(trials=trials, pruner=pruner)
+    runner = CampaignRunner(parse_campaign(text), text, url, registry=get_registry(), sample_ahead=sample_ahead)
+    ctx = runner.context("digits", 0)
+    runner.run_level(ctx, runner.study(ctx))
+    return runner
+
+
+def trials_of(runner: CampaignRunner) -> list[optuna.trial.FrozenTrial]:
+    ctx = runner.context("digits", 0)
+    return optuna.load_study(study_name=ctx.study_name, storage=runner.storage).get_trials()
+
+
+def outcome(runner: CampaignRunner) -> list[tuple[Any, ...]]:
+    """What a rerun must reproduce: each trial's parameters, state and value."""
+    return [(t.number, t.params, t.state, t.value) for t in trials_of(runner)]
+
+
+@pytest.mark.parametrize("pruner", ["hyperband", "median"])
+def test_every_trial_is_sampled_elsewhere_run_once_and_the_sequence_repeats(
+        db_url: str, tmp_path: Path, pruner: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sampled_in = tmp_path / "sampled_in.txt"
+    sample = SplitOnceTPESampler.sample_independent
+
+    def noting_pid(self: Any, *args: Any) -> Any:
+        with sampled_in.open("a") as out:
+            out.write(f"{os.getpid()}\n")
+        return sample(self, *args)
+
+    monkeypatch.setattr(SplitOnceTPESampler, "sample_independent", noting_pid)
+    runner = coarse(db_url, pruner=pruner)
+    trials = trials_of(runner)
+    assert len(trials) == 14 and all(t.state.is_finished() for t in trials)
+    pids = set(sampled_in.read_text().split())
+    assert pids and str(os.getpid()) not in pids  # TPE ran in the sampling process only
+
+    runs = runner.db.runs_for_study_version(runner.context("digits", 0).study_version_id)
+    assert Counter(r.trial_number for r in runs) == Counter(t.number for t in trials)  # one row per trial
+    expected = {TrialState.COMPLETE: "complete", TrialState.PRUNED: ("pruned", "rejected"), TrialState.FAIL: "failed"}
+    for run in runs:
+        assert run.status in expected[trials[run.trial_number].state]
+    assert {t.state for t in trials} >= {TrialState.COMPLETE}
+
+    again = coarse(f"sqlite:///{tmp_path / 'again.db'}", pruner=pruner)
+    assert outcome(again) == outcome(runner)  # same seed: same samples, prunes and values, on either storage
+
+
+def test_the_first_ten_trials_match_sampling_in_the_worker(tmp_path: Path) -> None:
+    """TPE's ten startup trials are random draws: lag or not, the same; the lag shows only after them."""
+    ahead = outcome(coarse(f"sqlite:///{tmp_path / 'a.db'}", trials=10))
+    inline = outcome(coarse(f"sqlite:///{tmp_path / 'b.db'}", trials=10, sample_ahead=False))
+    assert [params for _, params, _, _ in ahead] == [params for _, params, _, _ in inline]
+
+
+def test_a_stopped_worker_leaves_no_trial_running_and_a_rerun_completes_the_budget(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'stop.db'}"
+    train = Trainer.run
+    calls = {"n": 0}
+
+    def interrupted_at_the_fourth(self: Trainer) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return train(self)
+
+    monkeypatch.setattr(Trainer, "run", interrupted_at_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        coarse(url, trials=8)
+    text = CAMPAIGN.format(trials=8, pruner="hyperband")
+    runner = CampaignRunner(parse_campaign(text), text, url, registry=get_registry(), sample_ahead=True)
+    stopped = trials_of(runner)
+    assert not [t.number for t in stopped if t.state == TrialState.RUNNING]
+    failed = [t for t in stopped if t.state == TrialState.FAIL]
+    assert len(failed) == 2  # the interrupted trial and the one sampled for nothing
+    (retry,) = [t for t in stopped if t.state == TrialState.WAITING]
+    assert retry.system_attrs["failed_trial"] == failed[1].number and retry.params == failed[1].params
+    rows = {r.trial_number: r for r in runner.db.runs_for_study_version(runner.context("digits", 0).study_version_id)}
+    assert "not run" in rows[failed[1].number].failure_reason
+
+    monkeypatch.setattr(Trainer, "run", train)
+    coarse(url, trials=8)
+    done = trials_of(runner)
+    assert not [t for t in done if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert len(done) - sum("failed_trial" in t.system_attrs for t in done) == 8  # each recipe counted once
+
+
+def test_a_failing_sampling_process_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: SearchSpace, trial: Any) -> Any:
+        raise RuntimeError("the space is broken")
+
+    monkeypatch.setattr(SearchSpace, "suggest", broken)
+    with pytest.raises(SampleAheadError, match="the space is broken"):
+        coarse(f"sqlite:///{tmp_path / 'broken.db'}")
