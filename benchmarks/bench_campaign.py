@@ -142,19 +142,20 @@ def coarse_level(url: str, trials: int, sampler: str, pruner: str, kind: str, sh
             "statuses": {s: sum(1 for r in runs if r.status == s) for s in {r.status for r in runs}}}
 
 
-def measure(url: str, database: str, args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None:
+def measure(url: str, database: str, ahead: str, args: argparse.Namespace,
+            results: dict[str, dict[str, Any]]) -> None:
+    """Measure every Optuna storage kind on ``url`` (a database of its own per sampling mode: the
+    study names, and with them Hyperband's brackets, are the same in both modes)."""
     for kind in args.optuna_storage:
         # a worker is long-lived: its first trials on a storage pay one-off costs (SQLAlchemy
         # compiles and caches each statement once); warm up on another study of the same storage
-        coarse_level(url, 5, args.sampler, args.pruner, kind, args, name=f"warm-up-{kind}")
-        empty_ms = empty_objective_ms(url, 50, kind)
-        for ahead in args.sample_ahead:
-            levels = [coarse_level(url, args.trials, args.sampler, args.pruner, kind, args,
-                                   name=f"bench-{kind}-{ahead}-{repeat}", sample_ahead=ahead == "on")
-                      for repeat in range(args.repeats)]
-            median = sorted(levels, key=lambda r: r["machinery_share"])[len(levels) // 2]
-            label = f"{database}/{kind}" + ("/ahead" if ahead == "on" else "")
-            results[label] = {"empty_objective_ms": empty_ms, **median}
+        coarse_level(url, 5, args.sampler, args.pruner, kind, args, name=f"warm-up-{kind}", sample_ahead=ahead == "on")
+        levels = [coarse_level(url, args.trials, args.sampler, args.pruner, kind, args,
+                               name=f"bench-{kind}-{repeat}", sample_ahead=ahead == "on")
+                  for repeat in range(args.repeats)]
+        median = sorted(levels, key=lambda r: r["machinery_share"])[len(levels) // 2]
+        label = f"{database}/{kind}" + ("/ahead" if ahead == "on" else "")
+        results[label] = {"empty_objective_ms": empty_objective_ms(url, 50, kind), **median}
 
 
 @contextmanager
@@ -196,10 +197,12 @@ def main() -> None:
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         results["memory"] = {"empty_objective_ms": empty_objective_ms("memory", 100)}
-        measure(f"sqlite:///{tmp}/bench.db", "sqlite", args, results)
+        for ahead in args.sample_ahead:
+            measure(f"sqlite:///{tmp}/bench-{ahead}.db", "sqlite", ahead, args, results)
     if args.postgres:  # created after the SQLite runs: CREATE DATABASE's checkpoint I/O would slow them
-        with postgres_database(args.postgres) as url:
-            measure(url, "postgresql", args, results)
+        for ahead in args.sample_ahead:
+            with postgres_database(args.postgres) as url:
+                measure(url, "postgresql", ahead, args, results)
     print(f"coarse level: {args.task}, hidden {args.hidden}, {args.data_fraction:.0%} data, {args.epochs} epochs, "
           f"width cap {args.width_cap}, {args.trials} trials, "
           f"{args.sampler} sampler, {args.pruner} pruner, torch {torch.__version__}, 1 thread")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import time
 import traceback
 import warnings
 from contextlib import nullcontext, suppress
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from principlelab.errors import ConfigError, PrincipleLabError
@@ -140,18 +141,18 @@ class SampleAhead:
 
 
 def run_sampled_trial(study: optuna.Study, trial_id: int, objective: Objective, ahead: SampleAhead) -> None:
-    """Optuna's ``_run_trial`` for a trial the sampling process created: heartbeat, objective, then
-    the run row and the state change, handed to the process when the objective defers them."""
+    """Optuna's ``_run_trial`` for a trial the sampling process created: the objective, then the run
+    row and the state change, handed to the process when the objective defers them. The process
+    keeps the trial's heartbeat (it exits when the worker does), so the worker writes none."""
     trial = optuna.Trial(study, trial_id)
     value, state = None, TrialState.FAIL
     try:
-        with get_heartbeat_thread(trial_id, study._storage):
-            try:
-                value, state = objective(trial), TrialState.COMPLETE
-            except optuna.TrialPruned:
-                state = TrialState.PRUNED
-            except Exception:  # recorded by the objective, with its reason
-                pass
+        try:
+            value, state = objective(trial), TrialState.COMPLETE
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except Exception:  # recorded by the objective, with its reason
+            pass
     finally:  # on KeyboardInterrupt too (told FAIL, as Optuna does)
         if objective.deferred is None:
             study.tell(trial, value, state=state)
@@ -188,11 +189,14 @@ def _serve(runner: CampaignRunner, ctx: LevelContext, conn: Connection, worker: 
         study = optuna.load_study(study_name=ctx.study_name, storage=storage, sampler=runner.sampler(ctx),
                                   pruner=optuna.pruners.NopPruner())
         beating = is_heartbeat_enabled(storage)
-        waiting: int | None = None  # sampled, not yet taken by the worker
+        alive: list[int] = []  # the trial the worker trains, and the one sampled for it next
+        last_beat = time.monotonic()
         while True:
-            if not conn.poll(HEARTBEAT_INTERVAL_S):
-                if waiting is not None and beating:
-                    storage.record_heartbeat(waiting)  # still waiting: not a dead worker's trial
+            if beating and time.monotonic() - last_beat >= HEARTBEAT_INTERVAL_S:
+                for trial_id in alive:
+                    storage.record_heartbeat(trial_id)
+                last_beat = time.monotonic()
+            if not conn.poll(max(0.0, last_beat + HEARTBEAT_INTERVAL_S - time.monotonic()) if beating else None):
                 continue
             message = conn.recv()
             if message == "stop":
@@ -203,8 +207,9 @@ def _serve(runner: CampaignRunner, ctx: LevelContext, conn: Connection, worker: 
                     runner.db.record_run(row, events)
                 study.tell(number, value, state=state)
                 continue
+            # "next": the worker took the trial sent last; the ones before it are finished
             proposal = _next_trial(runner, ctx, study, worker, target, deadline)
-            waiting = proposal.trial_id if proposal is not None else None
+            alive = alive[-1:] + ([proposal.trial_id] if proposal is not None else [])
             conn.send(proposal)
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         return  # the worker is gone (or interrupted): its trials fail by heartbeat and are retried
