@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import tempfile
 import time
 import uuid
@@ -126,10 +127,12 @@ def coarse_level(url: str, trials: int, sampler: str, pruner: str, kind: str, sh
     runner = CampaignRunner(parse_campaign(text), text, url, registry=get_registry(), sample_ahead=sample_ahead)
     ctx = runner.context(shape.task, 0)
     study = runner.study(ctx)
+    cpu_before = cpu_seconds()
     with timed_phases() as spent:
         started = time.perf_counter()
         runner.run_level(ctx, study)
         total = time.perf_counter() - started
+    worker_cpu, helper_cpu = (after - before for after, before in zip(cpu_seconds(), cpu_before))
     runs = runner.db.runs_for_study_version(ctx.study_version_id)
     n, train = len(runs), spent["training"]
     other = total - train - spent["sampling"] - spent["pruner"] - spent["leaderboard"]
@@ -139,7 +142,15 @@ def coarse_level(url: str, trials: int, sampler: str, pruner: str, kind: str, sh
             "machinery_share": 1 - train / total,
             "sampling_ms": 1000 * spent["sampling"] / n, "pruner_ms": 1000 * spent["pruner"] / n,
             "leaderboard_ms": 1000 * spent["leaderboard"] / n, "other_ms": 1000 * other / n,
+            "worker_cpu_ms": 1000 * worker_cpu / n, "sampling_process_cpu_ms": 1000 * helper_cpu / n,
             "statuses": {s: sum(1 for r in runs if r.status == s) for s in {r.status for r in runs}}}
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds (user + system) used so far by this process and by its finished child processes
+    (the sampling process of :mod:`principlelab.studies.sample_ahead` is joined when its level ends)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
 def measure(url: str, database: str, ahead: str, args: argparse.Namespace,
@@ -207,15 +218,16 @@ def main() -> None:
           f"width cap {args.width_cap}, {args.trials} trials, "
           f"{args.sampler} sampler, {args.pruner} pruner, torch {torch.__version__}, 1 thread")
     print(f"{'storage':<24} {'optuna empty':>12} {'trials/min':>10} {'train ms':>9} {'machinery ms':>12} "
-          f"{'share':>6} | {'sampling':>8} {'pruner':>7} {'leaderb.':>8} {'other':>6}  (ms per trial)")
+          f"{'share':>6} | {'sampling':>8} {'pruner':>7} {'leaderb.':>8} {'other':>6} | {'CPU: worker':>11} "
+          f"{'sampling proc.':>14}  (ms per trial)")
     for kind, r in results.items():
         if "trials" not in r:
             print(f"{kind:<24} {r['empty_objective_ms']:>12.1f}")
             continue
         print(f"{kind:<24} {r['empty_objective_ms']:>12.1f} {r['trials_per_min']:>10.0f} "
               f"{r['train_ms_per_trial']:>9.1f} {r['machinery_ms_per_trial']:>12.1f} {r['machinery_share']:>6.1%} | "
-              f"{r['sampling_ms']:>8.1f} {r['pruner_ms']:>7.1f} {r['leaderboard_ms']:>8.1f} {r['other_ms']:>6.1f}  "
-              f"{r['statuses']}")
+              f"{r['sampling_ms']:>8.1f} {r['pruner_ms']:>7.1f} {r['leaderboard_ms']:>8.1f} {r['other_ms']:>6.1f} | "
+              f"{r['worker_cpu_ms']:>11.1f} {r['sampling_process_cpu_ms']:>14.1f}  {r['statuses']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
 

@@ -117,11 +117,14 @@ def test_a_stopped_worker_leaves_no_trial_running_and_a_rerun_completes_the_budg
     stopped = trials_of(runner)
     assert not [t.number for t in stopped if t.state == TrialState.RUNNING]
     failed = [t for t in stopped if t.state == TrialState.FAIL]
-    assert len(failed) == 2  # the interrupted trial and the one sampled for nothing
-    (retry,) = [t for t in stopped if t.state == TrialState.WAITING]
-    assert retry.system_attrs["failed_trial"] == failed[1].number and retry.params == failed[1].params
+    assert len(failed) == 2  # the interrupted trial and the one sampled for nothing, each with a retry
+    retries = {t.system_attrs["failed_trial"]: t for t in stopped if t.state == TrialState.WAITING}
+    assert sorted(retries) == [t.number for t in failed]
+    assert all(retries[t.number].params == t.params for t in failed)
     rows = {r.trial_number: r for r in runner.db.runs_for_study_version(runner.context("digits", 0).study_version_id)}
-    assert "not run" in rows[failed[1].number].failure_reason
+    assert rows[failed[0].number].failure_reason.startswith("interrupted")
+    assert rows[failed[1].number].failure_reason.startswith("not run")
+    assert sorted(rows) == [t.number for t in stopped if t.state.is_finished()]  # one row per finished trial
 
     monkeypatch.setattr(Trainer, "run", train)
     coarse(url, trials=8)
@@ -137,3 +140,19 @@ def test_a_failing_sampling_process_is_a_clear_error(tmp_path: Path, monkeypatch
     monkeypatch.setattr(SearchSpace, "suggest", broken)
     with pytest.raises(SampleAheadError, match="the space is broken"):
         coarse(f"sqlite:///{tmp_path / 'broken.db'}")
+
+
+def test_sampling_ahead_is_linux_only_and_off_by_default_elsewhere(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from principlelab.errors import ConfigError
+    from principlelab.studies.sample_ahead import can_sample_ahead
+
+    text = CAMPAIGN.format(trials=2, pruner="hyperband")
+    url = f"sqlite:///{tmp_path / 'mac.db'}"
+    monkeypatch.setattr("sys.platform", "darwin")
+    assert not can_sample_ahead()
+    assert not CampaignRunner(parse_campaign(text), text, url, registry=get_registry()).sample_ahead
+    with pytest.raises(ConfigError, match="Linux only"):
+        CampaignRunner(parse_campaign(text), text, url, registry=get_registry(), sample_ahead=True)
+    monkeypatch.setattr("sys.platform", "linux")
+    assert not CampaignRunner(parse_campaign(text), text, url, registry=get_registry(), workers=2).sample_ahead

@@ -18,6 +18,7 @@ import datetime
 import itertools
 import json
 import math
+import sys
 import time
 import zlib
 from collections import defaultdict
@@ -32,6 +33,7 @@ from sqlalchemy import text
 
 from principlelab.core.recipe import SLOTS
 from principlelab.core.tasks import load_task
+from principlelab.errors import ConfigError
 from principlelab.studies.campaign_file import CampaignSpec, file_hash, parse_campaign
 from principlelab.studies.db import LeaderboardDB
 from principlelab.studies.objective import MMAC, LevelContext, Objective
@@ -44,7 +46,7 @@ from principlelab.studies.optuna_setup import (
     rung_base,
 )
 from principlelab.studies.promotion import Candidate, RankCorrelation, pareto, rank_correlation, top_k
-from principlelab.studies.sample_ahead import run_level_sampled_ahead
+from principlelab.studies.sample_ahead import can_sample_ahead, run_level_sampled_ahead
 from principlelab.studies.space import SearchSpace
 
 ProgressFn = Callable[["LevelProgress"], None]
@@ -102,13 +104,17 @@ class CampaignRunner:
     """One worker's view of a campaign (see the module docstring for the loop)."""
 
     def __init__(self, spec: CampaignSpec, text: str, url: str, *, registry: Any = None,
-                 workers: int = 1, progress: ProgressFn | None = None, sample_ahead: bool = False) -> None:
+                 workers: int = 1, progress: ProgressFn | None = None, sample_ahead: bool | None = None) -> None:
         """``sample_ahead``: sample each first-level trial in a second process while the previous one
-        trains (:mod:`~principlelab.studies.sample_ahead`; needs ``fork``, Linux)."""
+        trains (:mod:`~principlelab.studies.sample_ahead`); None (the default): when this is the only
+        local worker and the machine has a free core (Linux)."""
         from principlelab.registry import get_registry
 
         self.spec, self.text, self.url, self.workers = spec, text, url, workers
-        self.sample_ahead = sample_ahead
+        self.sample_ahead = can_sample_ahead() and workers == 1 if sample_ahead is None else sample_ahead
+        if self.sample_ahead and not sys.platform.startswith("linux"):
+            raise ConfigError(f"sampling ahead forks a process, which principlelab does on Linux only (this is "
+                              f"{sys.platform}); run without --sample-ahead")
         self.registry = registry or get_registry()
         self.space = SearchSpace(self.registry, spec.search.principles(), spec.search.fixed)
         for task in spec.tasks:  # a bad task name or data file fails here, before anything is written
@@ -213,11 +219,10 @@ class CampaignRunner:
         budget_left = (target is None or logical < target) and (deadline is None or time.monotonic() < deadline)
         return waiting or (ctx.level_index == 0 and budget_left)
 
-    def abandon(self, study: optuna.Study, number: int) -> None:
-        """Fail trial ``number``, sampled but never run (the worker stopped first), with a waiting retry."""
-        frozen = study.tell(number, state=TrialState.FAIL)
-        self.recorder(study, frozen,
-                      reason="not run: the worker stopped after sampling it; the trial was retried")
+    def abandon(self, study: optuna.Study, number: int, reason: str) -> None:
+        """Fail trial ``number``, which the worker stopped before finishing, with a ``failed`` run row
+        saying ``reason`` and a waiting retry (the rerun trains it)."""
+        self.recorder(study, study.tell(number, state=TrialState.FAIL), reason=reason)
 
     @contextmanager
     def _trial_start_lock(self, study_name: str) -> Iterator[Callable[[], None]]:

@@ -39,6 +39,10 @@ __all__ = ["READ_THROUGH_WINDOW_S", "BatchedTrialWrites"]
 READ_THROUGH_WINDOW_S = 0.05
 """In a ``read_through`` block, reads within this many seconds of the block's last sync reuse it."""
 
+FRESH_AT_START_S = 0.002
+"""A block starts from the replay as it is when that was synced less than this many seconds ago (a
+trial's ``get_trial`` just before, say), instead of syncing again."""
+
 _BATCHABLE = {JournalOperation.SET_TRIAL_PARAM, JournalOperation.SET_TRIAL_USER_ATTR,
               JournalOperation.SET_TRIAL_SYSTEM_ATTR, JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE}
 
@@ -99,6 +103,7 @@ class BatchedTrialWrites:
 
     _thread_lock: threading.Lock
     _batches: dict[int, _Batch]  # by thread ident; created on first use (JournalStorage has no hook)
+    _synced_at: float  # time.monotonic() of the last sync with the database; set by the first
 
     @contextmanager
     def batched_writes(self, trial_id: int, *, read_through: bool = False) -> Iterator[None]:
@@ -115,8 +120,9 @@ class BatchedTrialWrites:
         if self._active_batch() is not None:
             raise RuntimeError("batched_writes blocks do not nest")
         with self._thread_lock:
-            super()._sync_with_backend()  # type: ignore[misc]  # the view the block's reads are served from
-            self.__dict__.setdefault("_batches", {})[thread] = _Batch(trial_id, read_through)
+            if time.monotonic() - self.__dict__.get("_synced_at", -1e9) > FRESH_AT_START_S:
+                self._sync_with_backend()  # the view the block's reads are served from
+            self.__dict__.setdefault("_batches", {})[thread] = _Batch(trial_id, read_through, time.monotonic())
         try:
             yield
         finally:
@@ -125,7 +131,7 @@ class BatchedTrialWrites:
                 logs = batch.take()
                 if logs:
                     self._backend.append_logs(logs)  # type: ignore[attr-defined]
-                    super()._sync_with_backend()  # type: ignore[misc]
+                    self._sync_with_backend()
 
     def _active_batch(self) -> _Batch | None:
         """This thread's open batch, if any."""
@@ -156,6 +162,7 @@ class BatchedTrialWrites:
         if batch is not None:
             batch.stale = False
         super()._sync_with_backend()  # type: ignore[misc]
+        self._synced_at = time.monotonic()
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         trial: FrozenTrial = super().get_trial(trial_id)  # type: ignore[misc]

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 import time
 import traceback
@@ -88,12 +89,13 @@ class SampleAhead:
                  deadline: float | None) -> None:
         self.runner, self.ctx, self.study, self.target, self.deadline = runner, ctx, study, target, deadline
         self.requested = False
+        self.interrupted: int | None = None  # the trial in training when the worker was interrupted
 
     def __enter__(self) -> SampleAhead:
         context = multiprocessing.get_context("fork")
         self.conn, child = context.Pipe()
         self.process = context.Process(
-            target=_serve, args=(self.runner, self.ctx, child, worker_id(), self.target, self.deadline),
+            target=_serve, args=(self.runner, self.ctx, child, self.conn, worker_id(), self.target, self.deadline),
             name="principlelab-sampler", daemon=True)
         with warnings.catch_warnings():  # Python >= 3.12 warns on fork with threads: the child uses none of them
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -127,7 +129,7 @@ class SampleAhead:
     def __exit__(self, *exc_info: object) -> None:
         unused = None
         if self.requested and self.process.is_alive():  # stopped early: a trial was sampled for nothing
-            with suppress(SampleAheadError, OSError):
+            with suppress(SampleAheadError, OSError, EOFError):
                 unused = self.receive()
         with suppress(OSError):
             self.conn.send("stop")
@@ -136,8 +138,12 @@ class SampleAhead:
             self.process.kill()
             self.process.join()
         self.conn.close()
+        if self.interrupted is not None:
+            self.runner.abandon(self.study, self.interrupted,
+                                "interrupted: the worker stopped while training it; the trial was retried")
         if unused is not None:
-            self.runner.abandon(self.study, unused.number)
+            self.runner.abandon(self.study, unused.number,
+                                "not run: the worker stopped after sampling it; the trial was retried")
 
 
 def run_sampled_trial(study: optuna.Study, trial_id: int, objective: Objective, ahead: SampleAhead) -> None:
@@ -147,17 +153,18 @@ def run_sampled_trial(study: optuna.Study, trial_id: int, objective: Objective, 
     trial = optuna.Trial(study, trial_id)
     value, state = None, TrialState.FAIL
     try:
-        try:
-            value, state = objective(trial), TrialState.COMPLETE
-        except optuna.TrialPruned:
-            state = TrialState.PRUNED
-        except Exception:  # recorded by the objective, with its reason
-            pass
-    finally:  # on KeyboardInterrupt too (told FAIL, as Optuna does)
-        if objective.deferred is None:
-            study.tell(trial, value, state=state)
-        else:
-            ahead.finish(trial, value, state, objective.take_records())
+        value, state = objective(trial), TrialState.COMPLETE
+    except optuna.TrialPruned:
+        state = TrialState.PRUNED
+    except Exception:  # recorded by the objective, with its reason
+        pass
+    except KeyboardInterrupt:  # failed with a retry when the sampling process has stopped (SampleAhead.__exit__)
+        ahead.interrupted = trial.number
+        raise
+    if objective.deferred is None:
+        study.tell(trial, value, state=state)
+    else:
+        ahead.finish(trial, value, state, objective.take_records())
 
 
 def run_level_sampled_ahead(runner: CampaignRunner, ctx: LevelContext, study: optuna.Study,
@@ -178,11 +185,13 @@ def run_level_sampled_ahead(runner: CampaignRunner, ctx: LevelContext, study: op
 # ------------------------------------------------------------------------------- sampling process
 
 
-def _serve(runner: CampaignRunner, ctx: LevelContext, conn: Connection, worker: str, target: int | None,
-           deadline: float | None) -> None:
+def _serve(runner: CampaignRunner, ctx: LevelContext, conn: Connection, workers_end: Connection, worker: str,
+           target: int | None, deadline: float | None) -> None:
     """The sampling process: answer each ``next`` with a :class:`Proposal` (or None) and write each
     ``finish``, in order, until ``stop`` or EOF."""
+    workers_end.close()  # the fork copied it: open here, the pipe would never close when the worker dies
     try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the worker, which then stops this process
         _forget_inherited_connections(runner)
         runner.progress = lambda _: None  # the worker shows progress
         storage: Any = make_storage(runner.url, failed_trial_callback=runner.recorder, kind=runner.spec.optuna_storage)
@@ -237,12 +246,19 @@ def _next_trial(runner: CampaignRunner, ctx: LevelContext, study: optuna.Study, 
     return Proposal(trial._trial_id, trial.number, (progress.done, progress.target, progress.running, progress.best))
 
 
+_INHERITED_POOLS: list[Any] = []
+"""In the sampling process, the worker's connection pools copied by the fork: kept referenced, so that
+garbage collection never closes the worker's database connections from here (the process ends with
+``os._exit``, which closes nothing)."""
+
+
 def _forget_inherited_connections(runner: CampaignRunner) -> None:
-    """Drop (without closing) the pooled connections copied from the worker: they are its, not ours."""
+    """Set aside (without closing) the pooled connections copied from the worker: they are its, not ours."""
     storage: Any = runner.storage
     engines = [runner.db.engine, getattr(storage, "engine", None),
                getattr(getattr(storage, "backend", None), "engine", None),
                getattr(getattr(storage, "_hb", None), "engine", None)]
     for engine in engines:
         if engine is not None:
+            _INHERITED_POOLS.append(engine.pool)
             engine.dispose(close=False)
