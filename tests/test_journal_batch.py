@@ -101,12 +101,16 @@ def test_another_write_in_the_block_goes_after_the_queue(tmp_path) -> None:
     assert '"x"' in bodies[-3] and '"note"' in bodies[-2] and '"y"' in bodies[-1]
 
 
-def test_other_trials_and_threads_are_not_batched(tmp_path) -> None:
-    url = f"sqlite:///{tmp_path / 'j.db'}"
-    storage = SQLJournalStorage(url)
+def two_trials(tmp_path) -> tuple[SQLJournalStorage, optuna.Trial, optuna.Trial, list[int]]:
+    """A SQLite journal storage, two running trials of one study, and a spy on its appends from now on."""
+    storage = SQLJournalStorage(f"sqlite:///{tmp_path / 'j.db'}")
     study = optuna.create_study(storage=storage, study_name="s")
     first, second = study.ask(), study.ask()
-    calls = appends(storage)
+    return storage, first, second, appends(storage)
+
+
+def test_other_trials_and_threads_are_not_batched(tmp_path) -> None:
+    storage, first, second, calls = two_trials(tmp_path)
     with storage.batched_writes(first._trial_id):
         second.suggest_float("x", 0, 1)  # another trial: written at once
         assert calls == [1]
@@ -167,16 +171,11 @@ def test_a_batched_campaign_study_matches_an_unbatched_one(tmp_path) -> None:
     assert results[0] == results[1]
 
 
-
 def test_a_batch_is_the_opening_threads_only(tmp_path) -> None:
     """Another thread's writes during a block go out at once, and it may open a block of its own."""
     import threading
 
-    url = f"sqlite:///{tmp_path / 'j.db'}"
-    storage = SQLJournalStorage(url)
-    study = optuna.create_study(storage=storage, study_name="s")
-    first, second = study.ask(), study.ask()
-    calls = appends(storage)
+    storage, first, second, calls = two_trials(tmp_path)
     done: list[str] = []
 
     def other_thread() -> None:

@@ -42,10 +42,15 @@ pruner = "{pruner}"
 """
 
 
+def runner_for(url: str, *, trials: int = 14, pruner: str = "hyperband", **kwargs: Any) -> CampaignRunner:
+    """The test campaign's runner on ``url`` (``kwargs``: CampaignRunner's, e.g. ``sample_ahead``)."""
+    text = CAMPAIGN.format(trials=trials, pruner=pruner)
+    return CampaignRunner(parse_campaign(text), text, url, registry=get_registry(), **kwargs)
+
+
 def coarse(url: str, *, trials: int = 14, pruner: str = "hyperband", sample_ahead: bool = True) -> CampaignRunner:
     """Run the coarse level of the test campaign on ``url``; return its runner."""
-    text = CAMPAIGN.format(trials=trials, pruner=pruner)
-    runner = CampaignRunner(parse_campaign(text), text, url, registry=get_registry(), sample_ahead=sample_ahead)
+    runner = runner_for(url, trials=trials, pruner=pruner, sample_ahead=sample_ahead)
     ctx = runner.context("digits", 0)
     runner.run_level(ctx, runner.study(ctx))
     return runner
@@ -112,8 +117,7 @@ def test_a_stopped_worker_leaves_no_trial_running_and_a_rerun_completes_the_budg
     monkeypatch.setattr(Trainer, "run", interrupted_at_the_fourth)
     with pytest.raises(KeyboardInterrupt):
         coarse(url, trials=8)
-    text = CAMPAIGN.format(trials=8, pruner="hyperband")
-    runner = CampaignRunner(parse_campaign(text), text, url, registry=get_registry(), sample_ahead=True)
+    runner = runner_for(url, trials=8, sample_ahead=True)
     stopped = trials_of(runner)
     assert not [t.number for t in stopped if t.state == TrialState.RUNNING]
     failed = [t for t in stopped if t.state == TrialState.FAIL]
@@ -147,12 +151,11 @@ def test_sampling_ahead_is_linux_only_and_off_by_default_elsewhere(tmp_path: Pat
     from principlelab.errors import ConfigError
     from principlelab.studies.sample_ahead import can_sample_ahead
 
-    text = CAMPAIGN.format(trials=2, pruner="hyperband")
     url = f"sqlite:///{tmp_path / 'mac.db'}"
     monkeypatch.setattr("sys.platform", "darwin")
     assert not can_sample_ahead()
-    assert not CampaignRunner(parse_campaign(text), text, url, registry=get_registry()).sample_ahead
+    assert not runner_for(url, trials=2).sample_ahead
     with pytest.raises(ConfigError, match="Linux only"):
-        CampaignRunner(parse_campaign(text), text, url, registry=get_registry(), sample_ahead=True)
+        runner_for(url, trials=2, sample_ahead=True)
     monkeypatch.setattr("sys.platform", "linux")
-    assert not CampaignRunner(parse_campaign(text), text, url, registry=get_registry(), workers=2).sample_ahead
+    assert not runner_for(url, trials=2, workers=2).sample_ahead

@@ -46,7 +46,7 @@ from principlelab.studies.optuna_setup import (
     rung_base,
 )
 from principlelab.studies.promotion import Candidate, RankCorrelation, pareto, rank_correlation, top_k
-from principlelab.studies.sample_ahead import can_sample_ahead, run_level_sampled_ahead
+from principlelab.studies.sample_ahead import can_sample_ahead, forks_here, run_level_sampled_ahead
 from principlelab.studies.space import SearchSpace
 
 ProgressFn = Callable[["LevelProgress"], None]
@@ -112,7 +112,7 @@ class CampaignRunner:
 
         self.spec, self.text, self.url, self.workers = spec, text, url, workers
         self.sample_ahead = can_sample_ahead() and workers == 1 if sample_ahead is None else sample_ahead
-        if self.sample_ahead and not sys.platform.startswith("linux"):
+        if self.sample_ahead and not forks_here():
             raise ConfigError(f"sampling ahead forks a process, which principlelab does on Linux only (this is "
                               f"{sys.platform}); run without --sample-ahead")
         self.registry = registry or get_registry()
@@ -195,7 +195,7 @@ class CampaignRunner:
             # Deciding to start a trial and creating (or popping) it is one step under a lock shared by
             # every worker, released once the trial runs: no overshoot of the target, and no later-level
             # trial created because another worker took the last waiting one.
-            with self._trial_start_lock(ctx.study_name) as release:
+            with self.trial_start_lock(ctx.study_name) as release:
                 if not self.may_start_trial(ctx, study, progress, target, deadline):
                     break
 
@@ -225,7 +225,7 @@ class CampaignRunner:
         self.recorder(study, study.tell(number, state=TrialState.FAIL), reason=reason)
 
     @contextmanager
-    def _trial_start_lock(self, study_name: str) -> Iterator[Callable[[], None]]:
+    def trial_start_lock(self, study_name: str) -> Iterator[Callable[[], None]]:
         """A PostgreSQL advisory lock on ``study_name`` until ``release()`` (or the block's end).
 
         SQLite needs none (one process). A worker that dies holding it drops its connection, and

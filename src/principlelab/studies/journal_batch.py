@@ -26,7 +26,7 @@ import copy
 import threading
 import time
 from collections.abc import Container, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,7 @@ from optuna.distributions import json_to_distribution
 from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["READ_THROUGH_WINDOW_S", "BatchedTrialWrites"]
+__all__ = ["READ_THROUGH_WINDOW_S", "BatchedTrialWrites", "trial_writes"]
 
 READ_THROUGH_WINDOW_S = 0.05
 """In a ``read_through`` block, reads within this many seconds of the block's last sync reuse it."""
@@ -176,3 +176,10 @@ class BatchedTrialWrites:
         if batch is None or not batch.logs:
             return trials  # (nothing queued: the replayed trials as they are)
         return [batch.overlay(t) if t._trial_id == batch.trial_id else t for t in trials]
+
+
+def trial_writes(storage: Any, trial_id: int, *, read_through: bool = False) -> AbstractContextManager[None]:
+    """``storage.batched_writes(trial_id, read_through=...)`` for a storage with batched trial writes
+    (principlelab's journal storage); for any other storage (Optuna's ``rdb``) a block that changes nothing."""
+    batched = getattr(storage, "batched_writes", None)
+    return batched(trial_id, read_through=read_through) if batched is not None else nullcontext()

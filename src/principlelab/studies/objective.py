@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ from principlelab.core.trainer import Callback, EpochReport, RunResult, Trainer,
 from principlelab.errors import ConfigError
 from principlelab.registry.versions import versions_for
 from principlelab.studies.campaign_file import CampaignSpec, LevelSpec
+from principlelab.studies.journal_batch import trial_writes
 from principlelab.studies.optuna_setup import pruning_step_kind
 from principlelab.studies.space import REJECTED_ATTR, SearchSpace, recipe_key
 
@@ -109,8 +109,7 @@ class Objective:
         row: dict[str, Any] = {"trial_number": trial.number, "seed": ctx.spec.seed, "status": "failed"}
         step_kind = pruning_step_kind(ctx.level, ctx.level_index)
         pruning = PruningCallback(trial, step_kind, ctx.rung_base if step_kind == "compute" else None)
-        batched = getattr(trial.storage, "batched_writes", None)  # journal storage: one append for the recipe
-        with batched(trial._trial_id) if batched is not None else nullcontext():
+        with trial_writes(trial.storage, trial._trial_id):  # journal storage: one append for the recipe
             try:
                 slots, seed = self.prepare(trial, worker_id())
             except ConfigError as exc:  # an incompatible combination: no training, and told PRUNED (see space)
@@ -129,7 +128,7 @@ class Objective:
             principles = ctx.registry.instantiate(recipe)
             task = load_task(recipe.task, fidelity=recipe.fidelity, seed=recipe.seed)
             # the pruner's reports and rung records reach the database with the trial's end (one append)
-            with batched(trial._trial_id, read_through=True) if batched is not None else nullcontext():
+            with trial_writes(trial.storage, trial._trial_id, read_through=True):
                 result = Trainer(recipe, principles, task, [pruning]).run()
             result.versions = versions_for(ctx.registry, recipe)
         except optuna.TrialPruned as exc:

@@ -37,7 +37,7 @@ import sys
 import time
 import traceback
 import warnings
-from contextlib import nullcontext, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,7 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from principlelab.errors import ConfigError, PrincipleLabError
+from principlelab.studies.journal_batch import trial_writes
 from principlelab.studies.objective import Objective, worker_id
 from principlelab.studies.optuna_setup import HEARTBEAT_INTERVAL_S, make_storage
 
@@ -64,9 +65,15 @@ def free_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def forks_here() -> bool:
+    """Whether principlelab forks the sampling process on this platform (Linux only: ``fork`` starts
+    it in milliseconds; macOS's ``fork`` is unsafe with system frameworks, Windows has none)."""
+    return sys.platform.startswith("linux")
+
+
 def can_sample_ahead() -> bool:
-    """A second core to sample on, and ``fork`` to start the process in milliseconds (Linux)."""
-    return sys.platform.startswith("linux") and free_cores() >= 2
+    """Sampling ahead by default: a second core to sample on, and a platform that forks."""
+    return forks_here() and free_cores() >= 2
 
 
 @dataclass(frozen=True)
@@ -233,15 +240,14 @@ def _next_trial(runner: CampaignRunner, ctx: LevelContext, study: optuna.Study, 
     from principlelab.studies.campaign import LevelProgress
 
     progress = LevelProgress(ctx.task, ctx.level.name, 0, target, 0, None)
-    with runner._trial_start_lock(ctx.study_name):
+    with runner.trial_start_lock(ctx.study_name):
         if not runner.may_start_trial(ctx, study, progress, target, deadline):
             return None
         trial = study.ask()
         storage: Any = study._storage
         if is_heartbeat_enabled(storage):
             storage.record_heartbeat(trial._trial_id)
-        batched = getattr(storage, "batched_writes", None)
-        with batched(trial._trial_id) if batched is not None else nullcontext(), suppress(ConfigError):
+        with trial_writes(storage, trial._trial_id), suppress(ConfigError):
             Objective(ctx).prepare(trial, worker)  # a rejected combination is recorded by the worker
     return Proposal(trial._trial_id, trial.number, (progress.done, progress.target, progress.running, progress.best))
 
