@@ -141,6 +141,21 @@ def test_pruner_reports_wait_but_reads_see_other_workers(db_url: str) -> None:
     assert peer.trials[0].intermediate_values == {1: 0.25, 3: 0.5}
 
 
+def test_a_block_reads_another_processs_new_trial_only_when_told_to_sync(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block reuses a sync made just before (FRESH_AT_START_S); with ``sync_now`` it reads what
+    another process has just written (the trial the sampling process hands over)."""
+    monkeypatch.setattr("principlelab.studies.journal_batch.FRESH_AT_START_S", 3600.0)
+    storage = SQLJournalStorage(db_url)
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.get_trials()  # a sync now
+    created = optuna.load_study(study_name="s", storage=SQLJournalStorage(db_url)).ask()  # the other process
+    with storage.batched_writes(created._trial_id), pytest.raises(KeyError):
+        storage.get_trial(created._trial_id)  # the view of the sync before
+    with storage.batched_writes(created._trial_id, sync_now=True):
+        assert storage.get_trial(created._trial_id).number == created.number
+
+
 def test_a_batched_campaign_study_matches_an_unbatched_one(tmp_path) -> None:
     """The same seeded TPE + Hyperband study, with and without batching: the same trials."""
     results = []

@@ -66,9 +66,8 @@ def outcome(runner: CampaignRunner) -> list[tuple[Any, ...]]:
     return [(t.number, t.params, t.state, t.value) for t in trials_of(runner)]
 
 
-@pytest.mark.parametrize("pruner", ["hyperband", "median"])
-def test_every_trial_is_sampled_elsewhere_run_once_and_the_sequence_repeats(
-        db_url: str, tmp_path: Path, pruner: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def sampling_pids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A file to which TPE writes the pid of each process it samples in."""
     sampled_in = tmp_path / "sampled_in.txt"
     sample = SplitOnceTPESampler.sample_independent
 
@@ -78,6 +77,13 @@ def test_every_trial_is_sampled_elsewhere_run_once_and_the_sequence_repeats(
         return sample(self, *args)
 
     monkeypatch.setattr(SplitOnceTPESampler, "sample_independent", noting_pid)
+    return sampled_in
+
+
+@pytest.mark.parametrize("pruner", ["hyperband", "successive_halving"])
+def test_every_trial_is_sampled_elsewhere_run_once_and_the_sequence_repeats(
+        db_url: str, tmp_path: Path, pruner: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sampled_in = sampling_pids(tmp_path, monkeypatch)
     runner = coarse(db_url, pruner=pruner)
     trials = trials_of(runner)
     assert len(trials) == 14 and all(t.state.is_finished() for t in trials)
@@ -93,6 +99,41 @@ def test_every_trial_is_sampled_elsewhere_run_once_and_the_sequence_repeats(
 
     again = coarse(f"sqlite:///{tmp_path / 'again.db'}", pruner=pruner)
     assert outcome(again) == outcome(runner)  # same seed: same samples, prunes and values, on either storage
+
+
+@pytest.mark.parametrize("pruner", ["median", "wilcoxon"])
+def test_with_pruners_that_compare_complete_trials_the_worker_samples_itself(
+        tmp_path: Path, pruner: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which trials the sampler and the pruner saw complete would depend on when the sampling
+    process told them: these pruners sample in the worker, and a rerun repeats the sequence."""
+    sampled_in = sampling_pids(tmp_path, monkeypatch)
+    runner = coarse(f"sqlite:///{tmp_path / 'a.db'}", trials=12, pruner=pruner)
+    assert set(sampled_in.read_text().split()) == {str(os.getpid())}
+    assert outcome(coarse(f"sqlite:///{tmp_path / 'b.db'}", trials=12, pruner=pruner)) == outcome(runner)
+
+
+def test_tpe_samples_each_trial_seeing_those_two_back_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker keeps two trials in hand: trial n is sampled with trials up to n-3 finished and
+    n-2, n-1 running, whatever the timing (the sequence the determinism of a rerun rests on)."""
+    seen_at = tmp_path / "seen.txt"
+    sample = SplitOnceTPESampler.sample_independent
+
+    def noting_what_it_sees(self: Any, study: Any, trial: Any, *args: Any) -> Any:
+        trials = study.get_trials(deepcopy=False)
+        finished = sorted(t.number for t in trials if t.state.is_finished())
+        running = sorted(t.number for t in trials if t.state == TrialState.RUNNING and t.number != trial.number)
+        with seen_at.open("a") as out:
+            out.write(f"{trial.number};{finished};{running}\n")
+        return sample(self, study, trial, *args)
+
+    monkeypatch.setattr(SplitOnceTPESampler, "sample_independent", noting_what_it_sees)
+    coarse(f"sqlite:///{tmp_path / 'lag.db'}", trials=12)
+    seen = {int(n): (finished, running) for n, finished, running in
+            (line.split(";") for line in seen_at.read_text().splitlines())}
+    assert sorted(seen) == list(range(12))
+    for n, (finished, running) in seen.items():
+        assert finished == str(list(range(max(0, n - 2)))), n
+        assert running == str(list(range(max(0, n - 2), n))), n
 
 
 def test_the_first_ten_trials_match_sampling_in_the_worker(tmp_path: Path) -> None:
@@ -121,13 +162,13 @@ def test_a_stopped_worker_leaves_no_trial_running_and_a_rerun_completes_the_budg
     stopped = trials_of(runner)
     assert not [t.number for t in stopped if t.state == TrialState.RUNNING]
     failed = [t for t in stopped if t.state == TrialState.FAIL]
-    assert len(failed) == 2  # the interrupted trial and the one sampled for nothing, each with a retry
+    assert [t.number for t in failed] == [3, 4, 5]  # the interrupted trial and the two in hand, each with a retry
     retries = {t.system_attrs["failed_trial"]: t for t in stopped if t.state == TrialState.WAITING}
     assert sorted(retries) == [t.number for t in failed]
     assert all(retries[t.number].params == t.params for t in failed)
     rows = {r.trial_number: r for r in runner.db.runs_for_study_version(runner.context("digits", 0).study_version_id)}
-    assert rows[failed[0].number].failure_reason.startswith("interrupted")
-    assert rows[failed[1].number].failure_reason.startswith("not run")
+    assert rows[3].failure_reason.startswith("interrupted")
+    assert rows[4].failure_reason.startswith("not run") and rows[5].failure_reason.startswith("not run")
     assert sorted(rows) == [t.number for t in stopped if t.state.is_finished()]  # one row per finished trial
 
     monkeypatch.setattr(Trainer, "run", train)

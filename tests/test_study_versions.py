@@ -231,9 +231,9 @@ def test_rerunning_an_interrupted_campaign_repeats_no_finished_trial(tmp_path: P
 
     coarse = study_trials(url, coarse_name)
     retried = {t.system_attrs["failed_trial"] for t in coarse if "failed_trial" in t.system_attrs}
-    # the trial cut off by the kill and the one sampled ahead for it (the sampling process wrote what it had
-    # been sent before it exited)
-    assert 1 <= len(retried) <= 2 and retried == set(before) - finished_before
+    # the trial cut off by the kill and the (up to two) sampled ahead for it (the sampling process wrote what
+    # it had been sent before it exited)
+    assert 1 <= len(retried) <= 3 and retried == set(before) - finished_before
     assert len(coarse) - len(retried) == trials  # the budget counts each recipe once, finished or not
     assert not [t.number for t in coarse if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     for number in finished_before:  # finished trials kept their result and were not run again

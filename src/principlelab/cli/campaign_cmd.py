@@ -68,8 +68,9 @@ def campaign() -> None:
               help="Local worker processes (more than one needs PostgreSQL).")
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Leaderboard rows to print.")
 @click.option("--sample-ahead/--no-sample-ahead", default=None,
-              help="Sample each first-level trial in a second process while the previous one trains "
-                   "[default: on with one worker on Linux with 2+ cores; see docs/campaigns.md].")
+              help="Sample each first-level trial in a second process while earlier ones train (Hyperband, "
+                   "successive halving or no pruner) [default: on with one worker on Linux with 2+ cores; "
+                   "see docs/campaigns.md].")
 def campaign_run(file: Path, storage: str | None, workers: int, top: int, sample_ahead: bool | None) -> None:
     """Run (or resume) the campaign in FILE and print its leaderboard."""
     from principlelab.registry import get_registry

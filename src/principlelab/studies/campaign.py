@@ -46,6 +46,7 @@ from principlelab.studies.optuna_setup import (
     rung_base,
 )
 from principlelab.studies.promotion import Candidate, RankCorrelation, pareto, rank_correlation, top_k
+from principlelab.studies.sample_ahead import PRUNERS as SAMPLE_AHEAD_PRUNERS
 from principlelab.studies.sample_ahead import can_sample_ahead, forks_here, run_level_sampled_ahead
 from principlelab.studies.space import SearchSpace
 
@@ -105,9 +106,9 @@ class CampaignRunner:
 
     def __init__(self, spec: CampaignSpec, text: str, url: str, *, registry: Any = None,
                  workers: int = 1, progress: ProgressFn | None = None, sample_ahead: bool | None = None) -> None:
-        """``sample_ahead``: sample each first-level trial in a second process while the previous one
-        trains (:mod:`~principlelab.studies.sample_ahead`); None (the default): when this is the only
-        local worker and the machine has a free core (Linux)."""
+        """``sample_ahead``: sample each first-level trial in a second process while earlier ones train
+        (:mod:`~principlelab.studies.sample_ahead`; with Hyperband, successive halving or no pruner);
+        None (the default): when this is the only local worker and the machine has a free core (Linux)."""
         from principlelab.registry import get_registry
 
         self.spec, self.text, self.url, self.workers = spec, text, url, workers
@@ -188,7 +189,7 @@ class CampaignRunner:
         target = level.trials if ctx.level_index == 0 else None
         deadline = time.monotonic() + level.time_budget_s if level.time_budget_s and ctx.level_index == 0 else None
         progress = LevelProgress(ctx.task, level.name, 0, target, 0, None)
-        if self.sample_ahead and ctx.level_index == 0:
+        if self.sample_ahead and ctx.level_index == 0 and level.pruner_name(0) in SAMPLE_AHEAD_PRUNERS:
             run_level_sampled_ahead(self, ctx, study, progress, target, deadline)
             return
         while True:

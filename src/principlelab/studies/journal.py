@@ -316,6 +316,10 @@ class SQLJournalBackend(BaseJournalBackend):
         """Close the pooled connections (the backend reconnects when used again)."""
         self._engine.dispose()
 
+    def forget_locks(self) -> None:
+        """In a forked child: a new lock (the fork copied the parent's, which one of its other threads might hold)."""
+        self._prefetch_lock = threading.Lock()
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         for key in ("_engine", "table", "snapshot_table", "_q_snapshot", "_prefetch_lock", "_prefetched", "_read_end"):

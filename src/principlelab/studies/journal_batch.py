@@ -106,7 +106,7 @@ class BatchedTrialWrites:
     _synced_at: float  # time.monotonic() of the last sync with the database; set by the first
 
     @contextmanager
-    def batched_writes(self, trial_id: int, *, read_through: bool = False) -> Iterator[None]:
+    def batched_writes(self, trial_id: int, *, read_through: bool = False, sync_now: bool = False) -> Iterator[None]:
         """Queue ``trial_id``'s parameter, attribute and intermediate-value writes in this block; append
         them in one go at its end.
 
@@ -114,13 +114,15 @@ class BatchedTrialWrites:
         parameters it sampled, a pruned trial its reports). With ``read_through`` reads still sync
         with the database, at most once per :data:`READ_THROUGH_WINDOW_S` (a pruner comparing with
         other workers' trials sees their reports up to then); without, reads come from the replay
-        as of the block's start. Blocks do not nest.
+        as of the block's start, synced then unless a sync was made less than :data:`FRESH_AT_START_S`
+        before; ``sync_now`` syncs in any case (another process has just written what the block reads).
+        Blocks do not nest.
         """
         thread = threading.get_ident()
         if self._active_batch() is not None:
             raise RuntimeError("batched_writes blocks do not nest")
         with self._thread_lock:
-            if time.monotonic() - self.__dict__.get("_synced_at", -1e9) > FRESH_AT_START_S:
+            if sync_now or time.monotonic() - self.__dict__.get("_synced_at", -1e9) > FRESH_AT_START_S:
                 self._sync_with_backend()  # the view the block's reads are served from
             self.__dict__.setdefault("_batches", {})[thread] = _Batch(trial_id, read_through, time.monotonic())
         try:
@@ -178,8 +180,9 @@ class BatchedTrialWrites:
         return [batch.overlay(t) if t._trial_id == batch.trial_id else t for t in trials]
 
 
-def trial_writes(storage: Any, trial_id: int, *, read_through: bool = False) -> AbstractContextManager[None]:
-    """``storage.batched_writes(trial_id, read_through=...)`` for a storage with batched trial writes
-    (principlelab's journal storage); for any other storage (Optuna's ``rdb``) a block that changes nothing."""
+def trial_writes(storage: Any, trial_id: int, *, read_through: bool = False,
+                 sync_now: bool = False) -> AbstractContextManager[None]:
+    """``storage.batched_writes(trial_id, ...)`` for a storage with batched trial writes (principlelab's
+    journal storage); for any other storage (Optuna's ``rdb``) a block that changes nothing."""
     batched = getattr(storage, "batched_writes", None)
-    return batched(trial_id, read_through=read_through) if batched is not None else nullcontext()
+    return batched(trial_id, read_through=read_through, sync_now=sync_now) if batched is not None else nullcontext()

@@ -113,6 +113,12 @@ class SQLJournalStorage(BatchedTrialWrites, JournalStorage, BaseHeartbeat):
         self._hb = None
         self._hb_lock = threading.Lock()
 
+    def forget_locks(self) -> None:
+        """In a forked child: new locks (the fork copied the parent's, which one of its other threads might hold)."""
+        self._thread_lock = threading.Lock()
+        self._hb_lock = threading.Lock()
+        self.backend.forget_locks()
+
     def restore_replay_result(self, snapshot: bytes) -> None:
         """Optuna's, but a snapshot this Optuna cannot unpickle (another version) is ignored, not fatal."""
         try:

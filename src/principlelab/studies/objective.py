@@ -92,10 +92,13 @@ class Objective:
 
     With ``defer_records`` the run rows are kept (:meth:`take_records`) instead of written: the
     sampling process writes them, before it tells Optuna the trial's state (:mod:`.sample_ahead`).
+    With ``read_through`` (default) the pruner's reads during training see other workers' reports;
+    without, they come from this process's view as of the training's start (a lone worker, whose
+    pruner compares with its own reports only, saves the reads).
     """
 
-    def __init__(self, ctx: LevelContext, *, defer_records: bool = False) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: LevelContext, *, defer_records: bool = False, read_through: bool = True) -> None:
+        self.ctx, self.read_through = ctx, read_through
         self.deferred: list[tuple[dict[str, Any], list[dict[str, Any]]]] | None = [] if defer_records else None
 
     def take_records(self) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
@@ -128,7 +131,7 @@ class Objective:
             principles = ctx.registry.instantiate(recipe)
             task = load_task(recipe.task, fidelity=recipe.fidelity, seed=recipe.seed)
             # the pruner's reports and rung records reach the database with the trial's end (one append)
-            with trial_writes(trial.storage, trial._trial_id, read_through=True):
+            with trial_writes(trial.storage, trial._trial_id, read_through=self.read_through):
                 result = Trainer(recipe, principles, task, [pruning]).run()
             result.versions = versions_for(ctx.registry, recipe)
         except optuna.TrialPruned as exc:

@@ -9,27 +9,32 @@ the machine's free core that does that work while the worker trains. Per trial:
 worker (trains)                                 sampling process
 ==============================================  ==============================================
 receives trial N (created and sampled);         decides under the level's start lock (budget,
-asks for the next one                           retries first, stale trials), creates N+1,
+asks for another                                retries first, stale trials), creates N+2,
 trains N (its pruner reports and decisions      samples it in one append, sends it
 are its own); sends N's run row and state       writes N's run row, then tells Optuna N's state
 ==============================================  ==============================================
 
-The process handles messages in order, so TPE samples trial N+1 seeing trials up to N-1 finished
-and N running: one trial of lag, as two workers would have, and the same sequence on every rerun of
-a seeded campaign. A sampled trial waits for at most one trial's time, with the process keeping its
-heartbeat. If the worker dies, the process still writes what the worker sent, then exits (its pipe
-closes); the trials it was training and had waiting are failed by heartbeat and retried, as a dead
-worker's trial always is. If the worker stops on an exception, the trial sampled for nothing is
-failed and retried at once.
+The worker keeps two trials asked for: a trial pruned at its first rung trains for less time than
+sampling the next takes, and the second one in hand covers it. The process handles messages in
+order, so TPE samples trial N+2 seeing trials up to N-1 finished and N, N+1 running: two trials of
+lag, as three workers would have, and the same sequence on every rerun of a seeded campaign. A
+sampled trial waits for at most two trials' time, with the process keeping its heartbeat. If the
+worker dies, the process still writes what the worker sent, then exits (its pipe closes); the
+trials it was training and had waiting are failed by heartbeat and retried, as a dead worker's
+trial always is. If the worker stops on an exception, the trials sampled for nothing are failed and
+retried at once.
 
 Handing the run row and the state change over keeps decisions independent of timing only when the
 pruner ignores other trials' states: Hyperband and successive halving compare rung values, which the
 worker writes itself before it hands a trial over. The median and Wilcoxon pruners compare with
-complete trials, so with them the worker writes and tells itself, as it does without this process.
+complete trials, so which trials the worker's pruner, and the sampler, see complete would depend on
+when the process tells them: with those pruners the worker samples, records and tells itself
+(:data:`PRUNERS`).
 """
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -47,6 +52,7 @@ from optuna.trial import TrialState
 
 from principlelab.errors import ConfigError, PrincipleLabError
 from principlelab.studies.journal_batch import trial_writes
+from principlelab.studies.journal_storage import SQLJournalStorage
 from principlelab.studies.objective import Objective, worker_id
 from principlelab.studies.optuna_setup import HEARTBEAT_INTERVAL_S, make_storage
 
@@ -76,6 +82,13 @@ def can_sample_ahead() -> bool:
     return forks_here() and free_cores() >= 2
 
 
+PRUNERS = ("hyperband", "successive_halving", "none")
+"""The pruners a level samples ahead with: their decisions ignore other trials' states (see above)."""
+
+TRIALS_IN_HAND = 2
+"""Trials the worker keeps asked for (the one it will train next and one more): the lag of TPE's view."""
+
+
 @dataclass(frozen=True)
 class Proposal:
     """A trial the sampling process created and sampled, and the level's progress as it decided."""
@@ -95,7 +108,7 @@ class SampleAhead:
     def __init__(self, runner: CampaignRunner, ctx: LevelContext, study: optuna.Study, target: int | None,
                  deadline: float | None) -> None:
         self.runner, self.ctx, self.study, self.target, self.deadline = runner, ctx, study, target, deadline
-        self.requested = False
+        self.requested = 0  # trials asked for and not yet received
         self.interrupted: int | None = None  # the trial in training when the worker was interrupted
 
     def __enter__(self) -> SampleAhead:
@@ -104,9 +117,16 @@ class SampleAhead:
         self.process = context.Process(
             target=_serve, args=(self.runner, self.ctx, child, self.conn, worker_id(), self.target, self.deadline),
             name="principlelab-sampler", daemon=True)
-        with warnings.catch_warnings():  # Python >= 3.12 warns on fork with threads: the child uses none of them
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.process.start()
+        # The child's garbage collections skip the objects it inherited: a full collection over the
+        # worker's heap (torch, sklearn, Optuna) took ~200 ms in the child, copying each page it
+        # touched, and held up the worker when the child held SQLite's write lock meanwhile.
+        gc.freeze()
+        try:
+            with warnings.catch_warnings():  # Python >= 3.12 warns on fork with threads: the child uses none of them
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.process.start()
+        finally:
+            gc.unfreeze()  # the worker collects as before
         child.close()
         return self
 
@@ -118,7 +138,7 @@ class SampleAhead:
     def request(self) -> None:
         """Ask for the next trial (sampled while the caller trains the current one)."""
         self.conn.send("next")
-        self.requested = True
+        self.requested += 1
 
     def receive(self) -> Proposal | None:
         """The trial asked for, or None when the level needs no more."""
@@ -127,17 +147,19 @@ class SampleAhead:
         except EOFError:
             self.process.join(1)
             raise SampleAheadError(f"the sampling process exited (exit code {self.process.exitcode})") from None
-        self.requested = False
+        self.requested -= 1
         if isinstance(message, tuple) and message[0] == "error":
             raise SampleAheadError(f"the sampling process failed:\n{message[1]}")
         assert message is None or isinstance(message, Proposal)
         return message
 
     def __exit__(self, *exc_info: object) -> None:
-        unused = None
-        if self.requested and self.process.is_alive():  # stopped early: a trial was sampled for nothing
-            with suppress(SampleAheadError, OSError, EOFError):
-                unused = self.receive()
+        unused: list[Proposal | None] = []
+        while self.requested and self.process.is_alive():  # stopped early: trials were sampled for nothing
+            try:
+                unused.append(self.receive())
+            except (SampleAheadError, OSError, EOFError):
+                break
         with suppress(OSError):
             self.conn.send("stop")
         self.process.join(60)  # it writes what is queued first (milliseconds per trial)
@@ -148,16 +170,18 @@ class SampleAhead:
         if self.interrupted is not None:
             self.runner.abandon(self.study, self.interrupted,
                                 "interrupted: the worker stopped while training it; the trial was retried")
-        if unused is not None:
-            self.runner.abandon(self.study, unused.number,
-                                "not run: the worker stopped after sampling it; the trial was retried")
+        for proposal in unused:
+            if proposal is not None:
+                self.runner.abandon(self.study, proposal.number,
+                                    "not run: the worker stopped after sampling it; the trial was retried")
 
 
 def run_sampled_trial(study: optuna.Study, trial_id: int, objective: Objective, ahead: SampleAhead) -> None:
     """Optuna's ``_run_trial`` for a trial the sampling process created: the objective, then the run
-    row and the state change, handed to the process when the objective defers them. The process
-    keeps the trial's heartbeat (it exits when the worker does), so the worker writes none."""
-    trial = optuna.Trial(study, trial_id)
+    row and the state change, handed to the process. The process keeps the trial's heartbeat (it
+    exits when the worker does), so the worker writes none."""
+    with trial_writes(study._storage, trial_id, sync_now=True):  # one read for Optuna's three (trial, bracket)
+        trial = optuna.Trial(study, trial_id)
     value, state = None, TrialState.FAIL
     try:
         value, state = objective(trial), TrialState.COMPLETE
@@ -168,20 +192,22 @@ def run_sampled_trial(study: optuna.Study, trial_id: int, objective: Objective, 
     except KeyboardInterrupt:  # failed with a retry when the sampling process has stopped (SampleAhead.__exit__)
         ahead.interrupted = trial.number
         raise
-    if objective.deferred is None:
-        study.tell(trial, value, state=state)
-    else:
-        ahead.finish(trial, value, state, objective.take_records())
+    ahead.finish(trial, value, state, objective.take_records())
 
 
 def run_level_sampled_ahead(runner: CampaignRunner, ctx: LevelContext, study: optuna.Study,
                             progress: LevelProgress, target: int | None, deadline: float | None) -> None:
     """The worker's loop: train each trial the sampling process sends while it samples the next."""
-    rung_based = ctx.level.pruner_name(ctx.level_index) in ("hyperband", "successive_halving", "none")
-    objective = Objective(ctx, defer_records=rung_based)  # see the module docstring
+    assert ctx.level.pruner_name(ctx.level_index) in PRUNERS, "see the module docstring"
+    # the pruner compares with rung values this worker wrote: no reads of other workers' reports
+    objective = Objective(ctx, defer_records=True, read_through=False)
     with SampleAhead(runner, ctx, study, target, deadline) as ahead:
-        ahead.request()
-        while (proposal := ahead.receive()) is not None:
+        for _ in range(TRIALS_IN_HAND):
+            ahead.request()
+        while ahead.requested:  # until every trial asked for is answered "none due"
+            proposal = ahead.receive()
+            if proposal is None:  # none due now; one asked for before may still come (a stale trial's retry)
+                continue
             progress.done, progress.target, progress.running, progress.best = proposal.progress
             runner.progress(progress)
             ahead.request()
@@ -201,11 +227,15 @@ def _serve(runner: CampaignRunner, ctx: LevelContext, conn: Connection, workers_
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the worker, which then stops this process
         _forget_inherited_connections(runner)
         runner.progress = lambda _: None  # the worker shows progress
-        storage: Any = make_storage(runner.url, failed_trial_callback=runner.recorder, kind=runner.spec.optuna_storage)
+        storage: Any = runner.storage
+        if isinstance(storage, SQLJournalStorage):  # the worker's, replayed already (a new one replays the journal)
+            storage.forget_locks()
+        else:
+            storage = make_storage(runner.url, failed_trial_callback=runner.recorder, kind=runner.spec.optuna_storage)
         study = optuna.load_study(study_name=ctx.study_name, storage=storage, sampler=runner.sampler(ctx),
                                   pruner=optuna.pruners.NopPruner())
         beating = is_heartbeat_enabled(storage)
-        alive: list[int] = []  # the trial the worker trains, and the one sampled for it next
+        alive: list[int] = []  # the trial the worker trains, and those sampled for it next
         last_beat = time.monotonic()
         while True:
             if beating and time.monotonic() - last_beat >= HEARTBEAT_INTERVAL_S:
@@ -225,7 +255,7 @@ def _serve(runner: CampaignRunner, ctx: LevelContext, conn: Connection, workers_
                 continue
             # "next": the worker took the trial sent last; the ones before it are finished
             proposal = _next_trial(runner, ctx, study, worker, target, deadline)
-            alive = alive[-1:] + ([proposal.trial_id] if proposal is not None else [])
+            alive = alive[-TRIALS_IN_HAND:] + ([proposal.trial_id] if proposal is not None else [])
             conn.send(proposal)
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         return  # the worker is gone (or interrupted): its trials fail by heartbeat and are retried
