@@ -182,6 +182,16 @@ def test_report_correlation_is_quiet_when_coarse_predicts_fine():
     assert corr.spearman == pytest.approx(1.0) and outcome.warnings == []
 
 
+def test_recipes_with_the_same_fine_results_tie_whatever_the_order_of_their_runs():
+    """The mean over seeds must not depend on the order the runs come in (a plain sum differs in the
+    last bit here), or two recipes with the same results rank apart, and the campaign's rho differs
+    from the report's (report/data.py)."""
+    values = [0.1344, 0.8474, 0.7638]
+    assert sum(values) / 3 != sum(values[::-1]) / 3  # the case this guards against
+    corr, _ = report({"a": 0.9, "b": 0.8, "c": 0.7}, {"a": values, "b": values[::-1], "c": [0.1, 0.1]})
+    assert corr.spearman == pytest.approx(math.sqrt(3) / 2)  # ranks (3, 2, 1) against (2.5, 2.5, 1)
+
+
 def test_report_correlation_ignores_promoted_recipes_without_a_complete_fine_run():
     corr, outcome = report({"a": 0.9, "b": 0.8, "c": 0.7, "gone": 0.5}, {"a": [0.95], "b": [0.9], "c": [0.85]})
     assert corr.n == 3 and outcome.warnings == []

@@ -18,6 +18,7 @@ import datetime
 import itertools
 import json
 import math
+import statistics
 import sys
 import time
 import zlib
@@ -292,13 +293,16 @@ class CampaignRunner:
 
     # --------------------------------------------------------------------------- promotion
     def candidates(self, ctx: LevelContext) -> list[Candidate]:
-        """Per recipe at a level: mean objective over its complete runs, mean cost, one run id."""
+        """Per recipe at a level: mean objective over its complete runs, mean cost, one run id.
+
+        Means are exact sums (``statistics.fmean``), so equal results tie whatever the order of the
+        runs, and the campaign's rank correlation equals the report's (``report/data.py``)."""
         grouped: dict[str, list[Any]] = defaultdict(list)
         for run in self.db.runs_for_study_version(ctx.study_version_id, status="complete"):
             grouped[run.recipe_key].append(run)
         cost_of = "macs" if self.spec.promotion.cost == "macs" else "params"
-        return [Candidate(key, sum(r.objective for r in runs) / len(runs),
-                          sum(getattr(r, cost_of) or 0 for r in runs) / len(runs), min(r.id for r in runs))
+        return [Candidate(key, statistics.fmean(r.objective for r in runs),
+                          statistics.fmean(getattr(r, cost_of) or 0 for r in runs), min(r.id for r in runs))
                 for key, runs in grouped.items()]
 
     def promote(self, lower: LevelContext, upper: LevelContext, study: optuna.Study) -> None:
