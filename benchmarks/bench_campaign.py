@@ -78,25 +78,35 @@ def warm_up() -> None:
 def timed_phases() -> Iterator[dict[str, float]]:
     """Seconds spent in training (``Trainer.run`` without the pruning callback), sampling
     (``SearchSpace.suggest``), the pruner (the pruning callback: reports and decisions), the
-    leaderboard write and the trial's setup (loading its task, building its network: ``Trainer``'s
-    constructor), summed while the block runs."""
+    leaderboard write, the trial's setup (loading its task, building its network: ``Trainer``'s
+    constructor), waiting for the sampling process (``SampleAhead.receive``) and the journal
+    (reads with their replay, and appends, outside the phases before), summed while the block runs."""
     from principlelab.core.trainer import Trainer
     from principlelab.studies import objective
+    from principlelab.studies.journal import SQLJournalBackend
+    from principlelab.studies.journal_batch import BatchedTrialWrites
     from principlelab.studies.objective import Objective, PruningCallback
+    from principlelab.studies.sample_ahead import SampleAhead
     from principlelab.studies.space import SearchSpace
 
-    spent = {"run": 0.0, "sampling": 0.0, "pruner": 0.0, "leaderboard": 0.0, "setup": 0.0}
+    spent = dict.fromkeys(["run", "sampling", "pruner", "leaderboard", "setup", "wait", "journal"], 0.0)
     targets = [(Trainer, "run", "run"), (SearchSpace, "suggest", "sampling"),
                (PruningCallback, "on_epoch_end", "pruner"), (Objective, "_record", "leaderboard"),
-               (objective, "load_task", "setup"), (Trainer, "__init__", "setup")]
+               (objective, "load_task", "setup"), (Trainer, "__init__", "setup"), (SampleAhead, "receive", "wait"),
+               (BatchedTrialWrites, "_sync_with_backend", "journal"), (SQLJournalBackend, "append_logs", "journal")]
     originals = [(cls, attr, getattr(cls, attr)) for cls, attr, _ in targets]
+    inside = [0]  # phases open: the journal counts only outside them
 
     def timer(fn: Any, phase: str) -> Any:
         def timed(*args: Any, **kwargs: Any) -> Any:
+            if phase == "journal" and inside[0]:
+                return fn(*args, **kwargs)
             started = time.perf_counter()
+            inside[0] += 1
             try:
                 return fn(*args, **kwargs)
             finally:
+                inside[0] -= 1
                 spent[phase] += time.perf_counter() - started
         return timed
 
@@ -138,13 +148,14 @@ def coarse_level(url: str, trials: int, sampler: str, pruner: str, kind: str, sh
     worker_cpu, helper_cpu = (after - before for after, before in zip(cpu_seconds(), cpu_before))
     runs = runner.db.runs_for_study_version(ctx.study_version_id)
     n, train = len(runs), spent["training"]
-    other = total - train - spent["sampling"] - spent["pruner"] - spent["leaderboard"] - spent["setup"]
+    other = total - train - sum(spent[k] for k in ("sampling", "pruner", "leaderboard", "setup", "wait", "journal"))
     return {"trials": n, "total_s": total, "trials_per_min": 60 * n / total,
             "train_ms_per_trial": 1000 * train / n,
             "machinery_ms_per_trial": 1000 * (total - train) / n,
             "machinery_share": 1 - train / total,
             "sampling_ms": 1000 * spent["sampling"] / n, "pruner_ms": 1000 * spent["pruner"] / n,
             "leaderboard_ms": 1000 * spent["leaderboard"] / n, "setup_ms": 1000 * spent["setup"] / n,
+            "wait_ms": 1000 * spent["wait"] / n, "journal_ms": 1000 * spent["journal"] / n,
             "other_ms": 1000 * other / n,
             "worker_cpu_ms": 1000 * worker_cpu / n, "sampling_process_cpu_ms": 1000 * helper_cpu / n,
             "statuses": {s: sum(1 for r in runs if r.status == s) for s in {r.status for r in runs}}}
@@ -222,7 +233,8 @@ def main() -> None:
           f"width cap {args.width_cap}, {args.trials} trials, "
           f"{args.sampler} sampler, {args.pruner} pruner, torch {torch.__version__}, 1 thread")
     print(f"{'storage':<24} {'optuna empty':>12} {'trials/min':>10} {'train ms':>9} {'machinery ms':>12} "
-          f"{'share':>6} | {'sampling':>8} {'pruner':>7} {'leaderb.':>8} {'setup':>6} {'other':>6} | "
+          f"{'share':>6} | {'sampling':>8} {'pruner':>7} {'leaderb.':>8} {'setup':>6} {'wait':>5} {'journal':>7} "
+          f"{'other':>6} | "
           f"{'CPU: worker':>11} {'sampling proc.':>14}  (ms per trial)")
     for kind, r in results.items():
         if "trials" not in r:
@@ -231,7 +243,7 @@ def main() -> None:
         print(f"{kind:<24} {r['empty_objective_ms']:>12.1f} {r['trials_per_min']:>10.0f} "
               f"{r['train_ms_per_trial']:>9.1f} {r['machinery_ms_per_trial']:>12.1f} {r['machinery_share']:>6.1%} | "
               f"{r['sampling_ms']:>8.1f} {r['pruner_ms']:>7.1f} {r['leaderboard_ms']:>8.1f} {r['setup_ms']:>6.1f} "
-              f"{r['other_ms']:>6.1f} | "
+              f"{r['wait_ms']:>5.1f} {r['journal_ms']:>7.1f} {r['other_ms']:>6.1f} | "
               f"{r['worker_cpu_ms']:>11.1f} {r['sampling_process_cpu_ms']:>14.1f}  {r['statuses']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))

@@ -2,7 +2,7 @@
 """Run a small campaign (or use an existing database), write its ``plab report`` and screenshot the page
 with headless Chromium.
 
-    .venv/bin/python scripts/report_screenshot.py                      # runs examples/quickstart.toml (~55 s)
+    .venv/bin/python scripts/report_screenshot.py                      # runs examples/quickstart.toml (~30 s)
     .venv/bin/python scripts/report_screenshot.py --campaign-file my.toml
     .venv/bin/python scripts/report_screenshot.py --storage sqlite:///principlelab.db --campaign quickstart
 
