@@ -320,6 +320,7 @@ class CampaignRunner:
                 continue  # another worker promoted it (and enqueues it), or it is complete
             # the winner enqueues; a promotion whose winner died before enqueueing is completed later
             run = self.db.get_run(candidate.run_id)
+            assert run is not None, f"run {candidate.run_id} was read from this database to rank it"
             slots = {slot: {"name": getattr(run, slot), "config": getattr(run, f"{slot}_config") or {}}
                      for slot in SLOTS}
             params = self.space.params_for(slots)
@@ -347,7 +348,8 @@ class CampaignRunner:
     def report_correlation(self, lower: LevelContext, upper: LevelContext) -> RankCorrelation:
         promoted = self.db.promotions(to_study_version_id=upper.study_version_id)
         means = {c.recipe_key: c.value for c in self.candidates(upper)}
-        pairs = [(p.source_value, means[p.recipe_key]) for p in promoted if p.recipe_key in means]
+        pairs = [(p.source_value, means[p.recipe_key]) for p in promoted  # skipped as in the report's panel
+                 if p.recipe_key in means and p.source_value is not None]
         corr = rank_correlation([a for a, _ in pairs], [b for _, b in pairs])
         self.outcome.correlations[(upper.task, lower.level.name, upper.level.name)] = corr
         if not corr.predicts(self.spec.promotion.min_spearman):

@@ -87,10 +87,11 @@ def make_storage(url: str, failed_trial_callback: Callable[..., Any] | None = No
     callback_arg = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in accepted
                     else "failed_trial_callback")
     engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}} if is_sqlite(url) else {"pool_pre_ping": True}
+    callback: dict[str, Any] = {callback_arg: failed_trial_callback}
     try:
         storage = optuna.storages.RDBStorage(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
-            grace_period=HEARTBEAT_GRACE_S, **{callback_arg: failed_trial_callback})
+            grace_period=HEARTBEAT_GRACE_S, **callback)
         if is_sqlite(url):
             # WAL with synchronous=NORMAL: no fsync per commit (each Optuna call commits), and the database
             # stays consistent; a power cut can lose the last commits, never corrupt the file.

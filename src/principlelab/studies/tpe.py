@@ -54,7 +54,7 @@ def _install() -> bool:
         return list(below), list(above)
 
     split_trials._principlelab_cached = True  # type: ignore[attr-defined]
-    _tpe_module._split_trials = split_trials
+    setattr(_tpe_module, "_split_trials", split_trials)  # noqa: B010 (a private name mypy does not know)
     return True
 
 
