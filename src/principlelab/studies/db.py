@@ -65,6 +65,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from principlelab.core.recipe import SLOTS
 from principlelab.errors import ConfigError, StorageError, UnknownNameError
+from principlelab.studies.forking import forget_at_fork
 
 SCHEMA_VERSION = 2
 """The schema this code writes. Bump it and add ``MIGRATIONS[new_version]`` to change the tables."""
@@ -311,7 +312,7 @@ class LeaderboardDB:
         if self.sqlite_file is not None and not create and not self.sqlite_file.exists():
             raise StorageError(f"no principlelab database at {self.sqlite_file}; run a campaign first "
                                "or pass --storage")
-        self.engine = self._make_engine(parsed, echo)
+        self.engine = forget_at_fork(self._make_engine(parsed, echo))
         self._sessions = sessionmaker(expire_on_commit=False)
         self._write_engine = self.engine.execution_options(plab_write=True)
         try:

@@ -36,11 +36,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -68,6 +66,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.schema import CreateTable
 
+from principlelab.studies.forking import forget_at_fork
+
 __all__ = [
     "DEFAULT_HEARTBEAT_TABLE",
     "DEFAULT_JOURNAL_TABLE",
@@ -89,17 +89,6 @@ StaleTrialCallback = Callable[["optuna.Study", FrozenTrial], None]
 # ------------------------------------------------------------------------------------------ engines
 
 _logger = logging.getLogger(__name__)
-_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
-
-
-def _forget_inherited_connections() -> None:
-    """After ``fork``: the child must not reuse the parent's pooled connections (shared sockets)."""
-    for engine in list(_ENGINES):
-        engine.dispose(close=False)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_inherited_connections)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -180,8 +169,7 @@ def _make_engine(url: str | URL, engine_kwargs: dict[str, Any] | None = None) ->
         engine = create_engine(parsed, **kwargs)
         event.listen(engine, "checkout", _ping_if_idle)
         event.listen(engine, "checkin", _mark_used)
-    _ENGINES.add(engine)
-    return engine
+    return forget_at_fork(engine)
 
 
 def _create_tables(engine: Engine, tables: Sequence[Table]) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 
 from principlelab.errors import ConfigError, StorageError
 from principlelab.studies.campaign_file import LevelSpec
+from principlelab.studies.forking import forget_at_fork
 
 HEARTBEAT_INTERVAL_S = int(os.environ.get("PRINCIPLELAB_HEARTBEAT_INTERVAL", "10"))
 HEARTBEAT_GRACE_S = int(os.environ.get("PRINCIPLELAB_HEARTBEAT_GRACE", "60"))
@@ -92,6 +93,7 @@ def make_storage(url: str, failed_trial_callback: Callable[..., Any] | None = No
         storage = optuna.storages.RDBStorage(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
             grace_period=HEARTBEAT_GRACE_S, **callback)
+        forget_at_fork(storage.engine)
         if is_sqlite(url):
             # WAL with synchronous=NORMAL: no fsync per commit (each Optuna call commits), and the database
             # stays consistent; a power cut can lose the last commits, never corrupt the file.

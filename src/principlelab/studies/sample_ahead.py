@@ -225,7 +225,6 @@ def _serve(runner: CampaignRunner, ctx: LevelContext, conn: Connection, workers_
     workers_end.close()  # the fork copied it: open here, the pipe would never close when the worker dies
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the worker, which then stops this process
-        _forget_inherited_connections(runner)
         runner.progress = lambda _: None  # the worker shows progress
         storage: Any = runner.storage
         if isinstance(storage, SQLJournalStorage):  # the worker's, replayed already (a new one replays the journal)
@@ -280,21 +279,3 @@ def _next_trial(runner: CampaignRunner, ctx: LevelContext, study: optuna.Study, 
         with trial_writes(storage, trial._trial_id), suppress(ConfigError):
             Objective(ctx).prepare(trial, worker)  # a rejected combination is recorded by the worker
     return Proposal(trial._trial_id, trial.number, (progress.done, progress.target, progress.running, progress.best))
-
-
-_INHERITED_POOLS: list[Any] = []
-"""In the sampling process, the worker's connection pools copied by the fork: kept referenced, so that
-garbage collection never closes the worker's database connections from here (the process ends with
-``os._exit``, which closes nothing)."""
-
-
-def _forget_inherited_connections(runner: CampaignRunner) -> None:
-    """Set aside (without closing) the pooled connections copied from the worker: they are its, not ours."""
-    storage: Any = runner.storage
-    engines = [runner.db.engine, getattr(storage, "engine", None),
-               getattr(getattr(storage, "backend", None), "engine", None),
-               getattr(getattr(storage, "_hb", None), "engine", None)]
-    for engine in engines:
-        if engine is not None:
-            _INHERITED_POOLS.append(engine.pool)
-            engine.dispose(close=False)
