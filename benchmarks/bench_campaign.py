@@ -9,6 +9,9 @@ of each run), and Optuna's per-trial cost with an empty objective on the same st
 
     .venv/bin/python benchmarks/bench_campaign.py --trials 40
     .venv/bin/python benchmarks/bench_campaign.py --trials 40 --postgres postgresql+psycopg://postgres@127.0.0.1:54329/plab_test
+
+With --shared the level runs as one worker of a campaign that several workers share on PostgreSQL
+(``plab worker`` alone on its machine): TPE's constant liar, a pruner that reads other workers' reports.
 """
 
 from __future__ import annotations
@@ -121,14 +124,16 @@ def timed_phases() -> Iterator[dict[str, float]]:
 
 
 def coarse_level(url: str, trials: int, sampler: str, pruner: str, kind: str, shape: argparse.Namespace,
-                 name: str, sample_ahead: bool = False) -> dict[str, Any]:
+                 name: str, sample_ahead: bool = False, shared: bool = False) -> dict[str, Any]:
     """Run the coarse level of campaign ``name`` once; return trials/min, machinery share and per-trial times (ms).
 
     Training is the time inside ``Trainer.run`` less the pruning callback; the machinery is everything
     else in the level's wall time (sampling, storage, pruner, leaderboard writes, building the
     trainer). The name is fixed so reruns sample and prune alike (Hyperband assigns brackets by study name).
     With ``sample_ahead`` the times are the worker's: what the sampling process does while it trains
-    is off its path (and on the machine's other core).
+    is off its path (and on the machine's other core). With ``shared`` the runner is one of several
+    workers of the campaign (``plab worker`` alone on its machine): TPE's constant liar, and a pruner that
+    reads other workers' reports during training.
     """
     from principlelab.registry import get_registry
     from principlelab.studies.campaign import CampaignRunner
@@ -137,7 +142,8 @@ def coarse_level(url: str, trials: int, sampler: str, pruner: str, kind: str, sh
     text = CAMPAIGN.format(name=name, trials=trials, sampler=sampler, pruner=pruner,
                            kind=kind, task=shape.task, hidden=json.dumps(shape.hidden), epochs=shape.epochs,
                            data_fraction=shape.data_fraction, width_cap=shape.width_cap)
-    runner = CampaignRunner(parse_campaign(text), text, url, registry=get_registry(), sample_ahead=sample_ahead)
+    runner = CampaignRunner(parse_campaign(text), text, url, registry=get_registry(), sample_ahead=sample_ahead,
+                            workers=2 if shared else 1, local_workers=1)
     ctx = runner.context(shape.task, 0)
     study = runner.study(ctx)
     cpu_before = cpu_seconds()
@@ -175,12 +181,13 @@ def measure(url: str, database: str, ahead: str, args: argparse.Namespace,
     for kind in args.optuna_storage:
         # a worker is long-lived: its first trials on a storage pay one-off costs (SQLAlchemy
         # compiles and caches each statement once); warm up on another study of the same storage
-        coarse_level(url, 5, args.sampler, args.pruner, kind, args, name=f"warm-up-{kind}", sample_ahead=ahead == "on")
+        coarse_level(url, 5, args.sampler, args.pruner, kind, args, name=f"warm-up-{kind}", sample_ahead=ahead == "on",
+                     shared=args.shared)
         levels = [coarse_level(url, args.trials, args.sampler, args.pruner, kind, args,
-                               name=f"bench-{kind}-{repeat}", sample_ahead=ahead == "on")
+                               name=f"bench-{kind}-{repeat}", sample_ahead=ahead == "on", shared=args.shared)
                   for repeat in range(args.repeats)]
         median = sorted(levels, key=lambda r: r["machinery_share"])[len(levels) // 2]
-        label = f"{database}/{kind}" + ("/ahead" if ahead == "on" else "")
+        label = f"{database}/{kind}" + ("/shared" if args.shared else "") + ("/ahead" if ahead == "on" else "")
         results[label] = {"empty_objective_ms": empty_objective_ms(url, 50, kind), **median}
 
 
@@ -216,14 +223,19 @@ def main() -> None:
                         help="Optuna storage kinds to measure (default both)")
     parser.add_argument("--sample-ahead", nargs="+", default=["off", "on"], choices=["off", "on"],
                         help="measure without and/or with sampling ahead (default both)")
+    parser.add_argument("--shared", action="store_true",
+                        help="run the level as one worker of a campaign several workers share (plab worker alone "
+                             "on its machine); PostgreSQL only, the SQLite runs are skipped")
     args = parser.parse_args()
+    if args.shared and not args.postgres:
+        parser.error("--shared measures a worker of a PostgreSQL campaign: give --postgres URL")
     torch.set_num_threads(1)
     os.environ.setdefault("PRINCIPLELAB_DISABLE_PLUGIN_AUTOLOAD", "1")
     warm_up()
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         results["memory"] = {"empty_objective_ms": empty_objective_ms("memory", 100)}
-        for ahead in args.sample_ahead:
+        for ahead in args.sample_ahead if not args.shared else ():
             measure(f"sqlite:///{tmp}/bench-{ahead}.db", "sqlite", ahead, args, results)
     if args.postgres:  # created after the SQLite runs: CREATE DATABASE's checkpoint I/O would slow them
         for ahead in args.sample_ahead:
@@ -232,15 +244,15 @@ def main() -> None:
     print(f"coarse level: {args.task}, hidden {args.hidden}, {args.data_fraction:.0%} data, {args.epochs} epochs, "
           f"width cap {args.width_cap}, {args.trials} trials, "
           f"{args.sampler} sampler, {args.pruner} pruner, torch {torch.__version__}, 1 thread")
-    print(f"{'storage':<24} {'optuna empty':>12} {'trials/min':>10} {'train ms':>9} {'machinery ms':>12} "
+    print(f"{'storage':<32} {'optuna empty':>12} {'trials/min':>10} {'train ms':>9} {'machinery ms':>12} "
           f"{'share':>6} | {'sampling':>8} {'pruner':>7} {'leaderb.':>8} {'setup':>6} {'wait':>5} {'journal':>7} "
           f"{'other':>6} | "
           f"{'CPU: worker':>11} {'sampling proc.':>14}  (ms per trial)")
     for kind, r in results.items():
         if "trials" not in r:
-            print(f"{kind:<24} {r['empty_objective_ms']:>12.1f}")
+            print(f"{kind:<32} {r['empty_objective_ms']:>12.1f}")
             continue
-        print(f"{kind:<24} {r['empty_objective_ms']:>12.1f} {r['trials_per_min']:>10.0f} "
+        print(f"{kind:<32} {r['empty_objective_ms']:>12.1f} {r['trials_per_min']:>10.0f} "
               f"{r['train_ms_per_trial']:>9.1f} {r['machinery_ms_per_trial']:>12.1f} {r['machinery_share']:>6.1%} | "
               f"{r['sampling_ms']:>8.1f} {r['pruner_ms']:>7.1f} {r['leaderboard_ms']:>8.1f} {r['setup_ms']:>6.1f} "
               f"{r['wait_ms']:>5.1f} {r['journal_ms']:>7.1f} {r['other_ms']:>6.1f} | "

@@ -26,3 +26,14 @@ def test_benchmark_runs(script: str, args: list[str], tmp_path: Path) -> None:
                           text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert done.stdout.strip()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_campaign_benchmark_measures_one_worker_of_a_shared_campaign(pg_url: str, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_campaign.py"), "--trials", "4", "--shared",
+                           "--optuna-storage", "journal", "--postgres", pg_url], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = [line.split()[0] for line in done.stdout.splitlines()[2:]]
+    assert rows == ["memory", "postgresql/journal/shared", "postgresql/journal/shared/ahead"], done.stdout

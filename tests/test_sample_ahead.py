@@ -199,4 +199,21 @@ def test_sampling_ahead_is_linux_only_and_off_by_default_elsewhere(tmp_path: Pat
     with pytest.raises(ConfigError, match="Linux only"):
         runner_for(url, trials=2, sample_ahead=True)
     monkeypatch.setattr("sys.platform", "linux")
-    assert not runner_for(url, trials=2, workers=2).sample_ahead
+    assert runner_for(url, trials=2, workers=2, sample_ahead=True).sample_ahead
+
+
+@pytest.mark.parametrize(("cores", "workers", "local_workers", "expected"), [
+    (1, 1, None, False),  # no core to sample on
+    (2, 1, None, True),  # plab campaign run
+    (2, 2, None, False),  # --workers 2: every core trains
+    (4, 2, None, True),  # --workers 2 with a free core for each
+    (2, 2, 1, True),  # plab worker, alone on its machine
+    (3, 2, 2, False),  # a spawned worker of --workers 2 on 3 cores
+])
+def test_by_default_each_local_worker_samples_ahead_when_the_machine_has_a_free_core_for_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cores: int, workers: int, local_workers: int | None,
+        expected: bool) -> None:
+    monkeypatch.setattr("sys.platform", "linux")
+    monkeypatch.setattr("principlelab.studies.sample_ahead.free_cores", lambda: cores)
+    runner = runner_for(f"sqlite:///{tmp_path / 'cores.db'}", trials=2, workers=workers, local_workers=local_workers)
+    assert runner.sample_ahead is expected

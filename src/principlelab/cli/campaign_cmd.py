@@ -39,13 +39,14 @@ class ProgressDisplay:
         self.progress.update(self.bars[key], completed=state.done, total=state.target, info=info)
 
 
-def _worker_entry(name: str, url: str, local_dir: str | None) -> None:
+def _worker_entry(name: str, url: str, local_dir: str | None, local_workers: int, sample_ahead: bool | None) -> None:
     import torch
 
     torch.set_num_threads(1)
     from principlelab.registry import get_registry
 
-    CampaignRunner.from_storage(name, url, registry=get_registry(local_dir=local_dir), workers=2).work()
+    CampaignRunner.from_storage(name, url, registry=get_registry(local_dir=local_dir), workers=2,
+                                local_workers=local_workers, sample_ahead=sample_ahead).work()
 
 
 def _poll(runner: CampaignRunner, display: ProgressDisplay, processes: list[Any]) -> None:
@@ -69,8 +70,8 @@ def campaign() -> None:
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Leaderboard rows to print.")
 @click.option("--sample-ahead/--no-sample-ahead", default=None,
               help="Sample each first-level trial in a second process while earlier ones train (Hyperband, "
-                   "successive halving or no pruner) [default: on with one worker on Linux with 2+ cores; "
-                   "see docs/campaigns.md].")
+                   "successive halving or no pruner) [default: on Linux when the machine has 2 cores per "
+                   "worker; see docs/campaigns.md].")
 def campaign_run(file: Path, storage: str | None, workers: int, top: int, sample_ahead: bool | None) -> None:
     """Run (or resume) the campaign in FILE and print its leaderboard."""
     from principlelab.registry import get_registry
@@ -92,7 +93,8 @@ def campaign_run(file: Path, storage: str | None, workers: int, top: int, sample
     with display.progress:
         if workers > 1:
             context = multiprocessing.get_context("spawn")
-            processes = [context.Process(target=_worker_entry, args=(spec.name, url, str(file.parent)))
+            processes = [context.Process(target=_worker_entry,
+                                         args=(spec.name, url, str(file.parent), workers, sample_ahead))
                          for _ in range(workers)]
             for process in processes:
                 process.start()
@@ -161,13 +163,18 @@ def render_status(state: dict[str, Any]) -> None:
 @click.option("--storage", required=True, help="SQLAlchemy URL of the shared database (PostgreSQL).")
 @click.option("--principles-dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Directory with the campaign's local principles.py (the campaign file's directory), if it has one.")
-def worker(name: str, storage: str, principles_dir: Path | None) -> None:
+@click.option("--sample-ahead/--no-sample-ahead", default=None,
+              help="Sample each first-level trial in a second process while earlier ones train [default: on "
+                   "Linux with 2+ cores; with several plab worker processes on one machine, turn it off unless "
+                   "it has 2 cores per worker].")
+def worker(name: str, storage: str, principles_dir: Path | None, sample_ahead: bool | None) -> None:
     """Join a running campaign from this machine (Optuna's distributed mode)."""
     from principlelab.registry import get_registry
     from principlelab.studies.optuna_setup import check_workers
 
     check_workers(storage, 2)
     registry = get_registry(local_dir=principles_dir)
-    runner = CampaignRunner.from_storage(name, storage, registry=registry, workers=2)
+    runner = CampaignRunner.from_storage(name, storage, registry=registry, workers=2, local_workers=1,
+                                         sample_ahead=sample_ahead)
     outcome = runner.work()
     click.echo(f"worker done: campaign {name!r}; {len(outcome.correlations)} promotion(s) reported here")

@@ -106,14 +106,18 @@ class CampaignRunner:
     """One worker's view of a campaign (see the module docstring for the loop)."""
 
     def __init__(self, spec: CampaignSpec, text: str, url: str, *, registry: Any = None,
-                 workers: int = 1, progress: ProgressFn | None = None, sample_ahead: bool | None = None) -> None:
-        """``sample_ahead``: sample each first-level trial in a second process while earlier ones train
+                 workers: int = 1, local_workers: int | None = None, progress: ProgressFn | None = None,
+                 sample_ahead: bool | None = None) -> None:
+        """``workers``: more than one when other workers share the studies (TPE's constant liar);
+        ``local_workers``: worker processes on this machine, this one included (default ``workers``);
+        ``sample_ahead``: sample each first-level trial in a second process while earlier ones train
         (:mod:`~principlelab.studies.sample_ahead`; with Hyperband, successive halving or no pruner);
-        None (the default): when this is the only local worker and the machine has a free core (Linux)."""
+        None (the default): on Linux when the machine has a free core for each local worker's process."""
         from principlelab.registry import get_registry
 
         self.spec, self.text, self.url, self.workers = spec, text, url, workers
-        self.sample_ahead = can_sample_ahead() and workers == 1 if sample_ahead is None else sample_ahead
+        local = workers if local_workers is None else local_workers
+        self.sample_ahead = can_sample_ahead(local) if sample_ahead is None else sample_ahead
         if self.sample_ahead and not forks_here():
             raise ConfigError(f"sampling ahead forks a process, which principlelab does on Linux only (this is "
                               f"{sys.platform}); run without --sample-ahead")

@@ -93,8 +93,8 @@ class Objective:
     With ``defer_records`` the run rows are kept (:meth:`take_records`) instead of written: the
     sampling process writes them, before it tells Optuna the trial's state (:mod:`.sample_ahead`).
     With ``read_through`` (default) the pruner's reads during training see other workers' reports;
-    without, they come from this process's view as of the training's start (a lone worker, whose
-    pruner compares with its own reports only, saves the reads).
+    without, they come from this process's view as of the training's start (a lone worker sampling
+    ahead, whose pruner compares with its own reports only, saves the reads).
     """
 
     def __init__(self, ctx: LevelContext, *, defer_records: bool = False, read_through: bool = True) -> None:

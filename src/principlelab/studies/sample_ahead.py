@@ -1,9 +1,10 @@
-"""Sample the next trial in a second process while this one trains (one worker, first level).
+"""Sample the next trial in a second process while this one trains (a worker with a free core, first level).
 
-A lone worker (``plab campaign run`` without ``--workers``) spends most of a coarse trial's
-machinery outside training: TPE over a few dozen conditional parameters, then the run row and
-Optuna's state change (docs/performance.md). When a level starts, the worker forks a process onto
-the machine's free core that does that work while the worker trains. Per trial:
+A worker spends most of a coarse trial's machinery outside training: TPE over a few dozen
+conditional parameters, then the run row and Optuna's state change (docs/performance.md). When a
+level starts, a worker that has a free core beside it (:func:`can_sample_ahead`: a lone
+``plab campaign run``, or ``--workers N`` and ``plab worker`` on a machine with twice as many
+cores) forks a process onto it that does that work while the worker trains. Per trial:
 
 ==============================================  ==============================================
 worker (trains)                                 sampling process
@@ -77,9 +78,10 @@ def forks_here() -> bool:
     return sys.platform.startswith("linux")
 
 
-def can_sample_ahead() -> bool:
-    """Sampling ahead by default: a second core to sample on, and a platform that forks."""
-    return forks_here() and free_cores() >= 2
+def can_sample_ahead(local_workers: int = 1) -> bool:
+    """Sampling ahead by default: a platform that forks, and a free core for the sampling process of
+    each of the ``local_workers`` worker processes on this machine (one core each to train on)."""
+    return forks_here() and free_cores() >= 2 * local_workers
 
 
 PRUNERS = ("hyperband", "successive_halving", "none")
@@ -199,8 +201,9 @@ def run_level_sampled_ahead(runner: CampaignRunner, ctx: LevelContext, study: op
                             progress: LevelProgress, target: int | None, deadline: float | None) -> None:
     """The worker's loop: train each trial the sampling process sends while it samples the next."""
     assert ctx.level.pruner_name(ctx.level_index) in PRUNERS, "see the module docstring"
-    # the pruner compares with rung values this worker wrote: no reads of other workers' reports
-    objective = Objective(ctx, defer_records=True, read_through=False)
+    # a lone worker's pruner compares with rung values it wrote itself: no reads during training; with
+    # other workers, its reads see their reports as in the worker (at most one sync per 50 ms)
+    objective = Objective(ctx, defer_records=True, read_through=runner.workers > 1)
     with SampleAhead(runner, ctx, study, target, deadline) as ahead:
         for _ in range(TRIALS_IN_HAND):
             ahead.request()
