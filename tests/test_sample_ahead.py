@@ -217,3 +217,26 @@ def test_by_default_each_local_worker_samples_ahead_when_the_machine_has_a_free_
     monkeypatch.setattr("principlelab.studies.sample_ahead.free_cores", lambda: cores)
     runner = runner_for(f"sqlite:///{tmp_path / 'cores.db'}", trials=2, workers=workers, local_workers=local_workers)
     assert runner.sample_ahead is expected
+
+
+@pytest.mark.parametrize(("workers", "reads_during_training"), [(1, False), (2, True)])
+def test_a_shared_workers_pruner_reads_other_workers_reports_during_training(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int, reads_during_training: bool) -> None:
+    """A lone worker's pruner sees only its own reports, so it skips the reads; one of several
+    workers sampling ahead keeps them, as it would sampling in the worker."""
+    from principlelab.studies import objective as objective_module
+
+    made: list[bool] = []
+    original = objective_module.Objective.__init__
+
+    def noting(self: Any, ctx: Any, **kwargs: Any) -> None:
+        if kwargs.get("defer_records"):  # the worker's objective, not the sampling process's
+            made.append(kwargs["read_through"])
+        original(self, ctx, **kwargs)
+
+    monkeypatch.setattr(objective_module.Objective, "__init__", noting)
+    runner = runner_for(f"sqlite:///{tmp_path / 'shared.db'}", trials=3, workers=workers, sample_ahead=True)
+    ctx = runner.context("digits", 0)
+    runner.run_level(ctx, runner.study(ctx))
+    assert made == [reads_during_training]
+    assert all(t.state.is_finished() for t in trials_of(runner))
