@@ -1,6 +1,7 @@
 """What sampling one campaign trial costs: ``SearchSpace.suggest`` over every built-in principle,
 in memory (no storage), after N finished trials, for Optuna's TPE, principlelab's
-``SplitOnceTPESampler`` and random sampling (mean over the last 20 trials).
+``SplitOnceTPESampler`` (both with the campaign's arguments: independent TPE) and random sampling
+(mean over the last 20 trials).
 
     .venv/bin/python benchmarks/bench_sampler.py --trials 60 300
 """
@@ -46,8 +47,10 @@ def main() -> None:
 
     quiet_optuna()
     space = SearchSpace(get_registry())
-    samplers = {"optuna TPESampler": lambda: optuna.samplers.TPESampler(seed=0, n_startup_trials=10),
-                "SplitOnceTPESampler": lambda: SplitOnceTPESampler(seed=0, n_startup_trials=10),
+    # the campaign's TPE arguments (studies/optuna_setup.make_sampler): independent TPE, one worker
+    tpe_args = {"seed": 0, "n_startup_trials": 10, "n_ei_candidates": 24, "multivariate": False, "group": False}
+    samplers = {"optuna TPESampler": lambda: optuna.samplers.TPESampler(**tpe_args),
+                "SplitOnceTPESampler": lambda: SplitOnceTPESampler(**tpe_args),
                 "RandomSampler": lambda: optuna.samplers.RandomSampler(seed=0)}
     print(f"{'sampler':<22} {'trials':>7} {'ms per trial':>13} {'params per trial':>17}")
     for n in args.trials:

@@ -1,6 +1,10 @@
-"""``SplitOnceTPESampler``: Optuna's TPE, the same samples, the history ranked once per trial."""
+"""``SplitOnceTPESampler``: Optuna's TPE, the same samples, the history ranked once per trial and each
+parameter's values gathered from arrays kept by trial number."""
 
 from __future__ import annotations
+
+import random
+from typing import Any
 
 import optuna
 import pytest
@@ -31,7 +35,7 @@ def test_samples_equal_optunas_tpe(pruner: str | None, constant_liar: bool) -> N
     for cls in (optuna.samplers.TPESampler, tpe.SplitOnceTPESampler):
         study = optuna.create_study(
             direction="maximize", study_name="same",  # Hyperband's brackets depend on the study name
-            sampler=cls(seed=7, n_startup_trials=8, constant_liar=constant_liar),
+            sampler=cls(seed=7, n_startup_trials=8, constant_liar=constant_liar, multivariate=False),
             pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9, reduction_factor=3)
             if pruner else optuna.pruners.NopPruner())
         study.optimize(conditional, n_trials=60)
@@ -60,3 +64,65 @@ def test_the_split_is_computed_once_per_trial(monkeypatch: pytest.MonkeyPatch) -
     plain = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5))
     plain.optimize(conditional, n_trials=20)
     assert calls["n"] >= 2 * 15  # another TPESampler: Optuna's behaviour, once per parameter
+
+
+def lagged(sampler: optuna.samplers.BaseSampler, n_trials: int, in_hand: int) -> list[tuple[Any, ...]]:
+    """A study with ``in_hand`` trials open at a time, finished out of order, one of them left with only
+    its first parameter while the next is sampled (running trials' partial parameters, constant liar)."""
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    order, open_trials = random.Random(3), []
+    for _ in range(n_trials):
+        trial = study.ask()
+        kind = trial.suggest_categorical("kind", ["a", "b", "c"])
+        open_trials.append((trial, kind))
+        if len(open_trials) > in_hand:
+            done, done_kind = open_trials.pop(order.randrange(len(open_trials)))
+            x = done.suggest_float(f"{done_kind}.x", 1e-3, 1.0, log=True)
+            n = done.suggest_int(f"{done_kind}.n", 1, 16)
+            if order.random() < 0.3:
+                done.report(x, 1)
+                study.tell(done, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(done, x + 0.01 * n)
+    return [(t.number, t.state, t.params, t.value) for t in study.trials]
+
+
+@pytest.mark.parametrize("constant_liar", [False, True])
+def test_a_long_lagged_history_samples_as_optunas_tpe(constant_liar: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    gathered = {"n": 0}
+    gather = tpe._ParameterColumns.gather
+
+    def counting(self: Any, *args: Any) -> Any:
+        gathered["n"] += 1
+        return gather(self, *args)
+
+    monkeypatch.setattr(tpe._ParameterColumns, "gather", counting)
+    kwargs = {"seed": 11, "n_startup_trials": 10, "constant_liar": constant_liar, "multivariate": False}
+    ours = lagged(tpe.SplitOnceTPESampler(**kwargs), 150, in_hand=3)
+    assert gathered["n"] > 2 * 3 * 100  # below and above, for each of three parameters: the arrays were used
+    assert ours == lagged(optuna.samplers.TPESampler(**kwargs), 150, in_hand=3)
+
+
+def test_values_are_gathered_in_order_with_optunas_types() -> None:
+    study = optuna.create_study()
+    for i in range(6):
+        trial = study.ask()
+        trial.suggest_categorical("c", ["u", "v"])
+        if i % 2:
+            trial.suggest_float("x", 0.0, 1.0)
+        study.tell(trial, float(i))
+    running = study.ask()
+    running.suggest_categorical("c", ["u", "v"])
+    running.suggest_float("x", 0.0, 1.0)
+    trials = study.get_trials(deepcopy=False)[::-1]  # any order: the caller's is kept
+    sampler = tpe.SplitOnceTPESampler(seed=0, multivariate=False)
+    plain = optuna.samplers.TPESampler(seed=0, multivariate=False)
+    for space in ({"x": optuna.distributions.FloatDistribution(0.0, 1.0)},
+                  {"c": optuna.distributions.CategoricalDistribution(["u", "v"])},
+                  {"missing": optuna.distributions.FloatDistribution(0.0, 1.0)}):
+        for _ in range(2):  # the second time from the arrays
+            ours = sampler._get_internal_repr(trials, space, study)
+            theirs = plain._get_internal_repr(trials, space, study)
+            assert ours.keys() == theirs.keys()
+            for name in ours:
+                assert ours[name].dtype == theirs[name].dtype and ours[name].tolist() == theirs[name].tolist()
