@@ -29,6 +29,7 @@ Optuna's 15.2 and 26.0 (the split alone: 13.2 and 17.1); after 60 trials both ar
 from __future__ import annotations
 
 import importlib
+import inspect
 import operator
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -43,6 +44,8 @@ __all__ = ["SplitOnceTPESampler"]
 
 _tpe_module = importlib.import_module("optuna.samplers._tpe.sampler")
 _NUMBER = operator.attrgetter("number")
+GATHERS_BY_TRIAL = "study" in inspect.signature(TPESampler._get_internal_repr).parameters
+"""Whether this Optuna passes the study to ``_get_internal_repr`` (5.0 on), where values are kept by trial."""
 _SplitCache = dict[tuple[Any, ...], Any]
 _active_cache: ContextVar[_SplitCache | None] = ContextVar("principlelab_tpe_split_cache", default=None)
 
@@ -127,9 +130,11 @@ class SplitOnceTPESampler(TPESampler):
         """Optuna's, from :class:`_ParameterColumns` for one parameter of independent TPE (its only use
         here). Optuna before 5.0 passes no study (and reads a trial's values with its own distribution,
         equal for the compatible distributions a study allows): there, Optuna's own method runs."""
-        if len(search_space) != 1 or len(study_if_given) != 1 or self._is_multivariate(study_if_given[0]):
+        if not GATHERS_BY_TRIAL or len(search_space) != 1 or len(study_if_given) != 1:
             return super()._get_internal_repr(trials, search_space, *study_if_given)  # type: ignore[call-arg]
         (study,) = study_if_given
+        if self._is_multivariate(study):
+            return super()._get_internal_repr(trials, search_space, study)  # type: ignore[call-arg]
         study_key = (id(study._storage), study._study_id)
         if self._columns is None or self._columns.study_key != study_key:
             self._columns = _ParameterColumns(study_key)
