@@ -41,14 +41,13 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("PRINCIPLELAB_DISABLE_PLUGIN_AUTOLOAD", "1")
     from principlelab.registry import get_registry
-    from principlelab.studies.optuna_setup import quiet_optuna
+    from principlelab.studies.optuna_setup import quiet_optuna, tpe_arguments
     from principlelab.studies.space import SearchSpace
     from principlelab.studies.tpe import SplitOnceTPESampler
 
     quiet_optuna()
     space = SearchSpace(get_registry())
-    # the campaign's TPE arguments (studies/optuna_setup.make_sampler): independent TPE, one worker
-    tpe_args = {"seed": 0, "n_startup_trials": 10, "n_ei_candidates": 24, "multivariate": False, "group": False}
+    tpe_args = tpe_arguments(0, workers=1)  # the campaign's (independent TPE), for both TPE samplers
     samplers = {"optuna TPESampler": lambda: optuna.samplers.TPESampler(**tpe_args),
                 "SplitOnceTPESampler": lambda: SplitOnceTPESampler(**tpe_args),
                 "RandomSampler": lambda: optuna.samplers.RandomSampler(seed=0)}

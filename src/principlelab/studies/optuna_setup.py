@@ -135,9 +135,14 @@ def make_sampler(level: LevelSpec, seed: int, *, workers: int) -> optuna.sampler
         return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed)
     from principlelab.studies.tpe import SplitOnceTPESampler
 
-    return SplitOnceTPESampler(
-        seed=seed, n_startup_trials=10, n_ei_candidates=24, multivariate=False, group=False,
-        constant_liar=workers > 1)
+    return SplitOnceTPESampler(**tpe_arguments(seed, workers=workers))
+
+
+def tpe_arguments(seed: int, *, workers: int) -> dict[str, Any]:
+    """The campaign's TPE arguments, all explicit (Optuna 4 and 5 differ in defaults: 5 makes a lone
+    objective's TPE multivariate): independent TPE, constant liar when workers share the study."""
+    return {"seed": seed, "n_startup_trials": 10, "n_ei_candidates": 24, "multivariate": False, "group": False,
+            "constant_liar": workers > 1}
 
 
 def pruning_step_kind(level: LevelSpec, level_index: int) -> str:
