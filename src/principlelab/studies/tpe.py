@@ -82,17 +82,19 @@ class _ParameterColumns:
     """Internal values of one study's finished trials, for each parameter (and its distribution), by
     trial number: NaN where a trial does not have the parameter (internal values are never NaN)."""
 
-    def __init__(self, study_key: tuple[int, int]) -> None:
-        self.study_key = study_key
-        self.values: dict[tuple[str, BaseDistribution], np.ndarray] = {}  # [capacity] float64
-        self.known: dict[tuple[str, BaseDistribution], np.ndarray] = {}  # [capacity] bool: finished, read
+    def __init__(self, storage: Any, study_id: int) -> None:
+        self.storage, self.study_id = storage, study_id  # the storage itself: an id() could be reused
+        self.columns: dict[tuple[str, BaseDistribution], tuple[np.ndarray, np.ndarray]] = {}  # values, known
+
+    def of(self, study: Any) -> bool:
+        """Whether these are ``study``'s columns."""
+        return study._storage is self.storage and study._study_id == self.study_id
 
     def gather(self, trials: list[FrozenTrial], name: str, distribution: BaseDistribution) -> np.ndarray:
         """``distribution.to_internal_repr`` of parameter ``name`` of each trial in ``trials`` that has it,
         in their order: ``[m]``, float64 (int64 for a categorical parameter with values), as Optuna's."""
         numbers = np.fromiter(map(_NUMBER, trials), dtype=np.int64, count=len(trials))
-        key = (name, distribution)
-        values, known = self._arrays(key, int(numbers.max()) + 1 if len(trials) else 0)
+        values, known = self._column((name, distribution), int(numbers.max()) + 1 if len(trials) else 0)
         gathered = values[numbers]
         for i in np.flatnonzero(~known[numbers]):  # new since the last call, or still running
             trial = trials[i]
@@ -105,15 +107,16 @@ class _ParameterColumns:
             return gathered.astype(np.int64)
         return gathered
 
-    def _arrays(self, key: tuple[str, BaseDistribution], size: int) -> tuple[np.ndarray, np.ndarray]:
-        values, known = self.values.get(key), self.known.get(key)
-        if values is None or known is None or len(values) < size:
+    def _column(self, key: tuple[str, BaseDistribution], size: int) -> tuple[np.ndarray, np.ndarray]:
+        """``[capacity]`` float64 values and bool "finished trial read", for trial numbers below ``size`` at least."""
+        column = self.columns.get(key)
+        if column is None or len(column[0]) < size:
             capacity = max(64, 2 * size)
-            grown_values, grown_known = np.full(capacity, np.nan), np.zeros(capacity, dtype=bool)
-            if values is not None and known is not None:
-                grown_values[:len(values)], grown_known[:len(known)] = values, known
-            self.values[key], self.known[key] = values, known = grown_values, grown_known
-        return values, known
+            values, known = np.full(capacity, np.nan), np.zeros(capacity, dtype=bool)
+            if column is not None:
+                values[:len(column[0])], known[:len(column[1])] = column
+            column = self.columns[key] = values, known
+        return column
 
 
 class SplitOnceTPESampler(TPESampler):
@@ -135,9 +138,8 @@ class SplitOnceTPESampler(TPESampler):
         (study,) = study_if_given
         if self._is_multivariate(study):
             return super()._get_internal_repr(trials, search_space, study)  # type: ignore[call-arg]
-        study_key = (id(study._storage), study._study_id)
-        if self._columns is None or self._columns.study_key != study_key:
-            self._columns = _ParameterColumns(study_key)
+        if self._columns is None or not self._columns.of(study):
+            self._columns = _ParameterColumns(study._storage, study._study_id)
         ((name, distribution),) = search_space.items()
         return {name: self._columns.gather(trials, name, distribution)}
 
