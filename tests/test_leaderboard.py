@@ -24,7 +24,7 @@ from principlelab.cli.leaderboard_cmd import leaderboard as leaderboard_cmd
 from principlelab.core.events import GrowthEvent
 from principlelab.core.recipe import SLOTS
 from principlelab.errors import ConfigError, StorageError, UnknownNameError
-from principlelab.studies import db as dbmod
+from principlelab.studies import tables as tablesmod
 from principlelab.studies.db import (
     PLAB_TABLES,
     SCHEMA_VERSION,
@@ -152,7 +152,7 @@ def test_upgrade_runs_each_migration_once(tmp_path: Path, monkeypatch: pytest.Mo
     Builder(LeaderboardDB(url)).run("aaaaaa1111", 0, 0.9)
     _set_version(url, fake_version)  # a version-0 database (no or a zero schema_version row)
     calls: list[int] = []
-    monkeypatch.setattr(dbmod, "MIGRATIONS", {1: lambda conn: calls.append(1), 2: lambda conn: calls.append(2)})
+    monkeypatch.setattr(tablesmod, "MIGRATIONS", {1: lambda conn: calls.append(1), 2: lambda conn: calls.append(2)})
     upgraded = LeaderboardDB(url)
     assert calls == [1, 2] and upgraded.schema_version == 2
     assert len(query(upgraded)) == 1  # data kept
@@ -167,8 +167,8 @@ def test_upgrade_to_a_new_version_alters_tables(tmp_path: Path, monkeypatch: pyt
     def add_column(conn: Any) -> None:
         conn.execute(text("ALTER TABLE plab_runs ADD COLUMN note TEXT"))
 
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 3)
-    monkeypatch.setattr(dbmod, "MIGRATIONS", {**dbmod.MIGRATIONS, 3: add_column})
+    monkeypatch.setattr(tablesmod, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(tablesmod, "MIGRATIONS", {**tablesmod.MIGRATIONS, 3: add_column})
     database = LeaderboardDB(url)
     assert database.schema_version == 3
     assert "note" in {c["name"] for c in inspect(database.engine).get_columns("plab_runs")}
@@ -183,11 +183,11 @@ def test_failed_migration_leaves_the_version_and_tables_alone(tmp_path: Path,
         conn.execute(text("ALTER TABLE plab_runs ADD COLUMN note TEXT"))
         conn.execute(text("SELECT no_such_function()"))
 
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 3)
-    monkeypatch.setattr(dbmod, "MIGRATIONS", {3: broken})
+    monkeypatch.setattr(tablesmod, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(tablesmod, "MIGRATIONS", {3: broken})
     with pytest.raises(StorageError):
         LeaderboardDB(url)
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(tablesmod, "SCHEMA_VERSION", 2)
     database = LeaderboardDB(url)
     assert database.schema_version == 2  # transactional DDL: the column is gone too
     assert "note" not in {c["name"] for c in inspect(database.engine).get_columns("plab_runs")}
@@ -213,7 +213,7 @@ def test_newer_schema_and_missing_migration_are_refused(tmp_path: Path, monkeypa
     with pytest.raises(StorageError, match="schema version 7, newer than"):
         LeaderboardDB(url)
     _set_version(url, 0)
-    monkeypatch.setattr(dbmod, "MIGRATIONS", {})
+    monkeypatch.setattr(tablesmod, "MIGRATIONS", {})
     with pytest.raises(StorageError, match="no migration to principlelab schema version 1"):
         LeaderboardDB(url)
 
@@ -397,7 +397,7 @@ def test_run_fields_from_a_run_result_dict():
     fields = run_fields(result)
     assert fields["growth"] == "random" and fields["growth_config"] == {"a": 1}
     assert fields["growth_event_count"] == 2 and fields["macs"] == 10**12
-    assert set(fields) <= dbmod.RUN_FIELDS
+    assert set(fields) <= tablesmod.RUN_FIELDS
 
 
 # ------------------------------------------------------------------------------------------ queries

@@ -1,283 +1,78 @@
-"""principlelab's own leaderboard database: typed SQLAlchemy tables beside Optuna's.
+"""principlelab's own leaderboard database: :class:`LeaderboardDB` over the ``plab_`` tables.
 
-The tables live in the same database as Optuna's (``--storage``) but never inside Optuna's schema:
-every table name starts with ``plab_``. :class:`LeaderboardDB` opens (and creates or upgrades) them;
-writers are idempotent and transactional so that several workers can share one database:
-
-* ``plab_meta``: key/value pairs; ``schema_version`` says which :data:`MIGRATIONS` have run.
-* ``plab_campaigns``: one row per campaign name, with the hash and text of its campaign file.
-* ``plab_study_versions``: one row per (campaign, task, level, search-space fingerprint), i.e. per
-  Optuna study; ``parent_id`` links a new space version to the previous one (lineage).
-* ``plab_runs``: one row per Optuna trial (``optuna_study_name``, ``trial_number``): the recipe as one
-  ``<slot>``/``<slot>_config`` column pair per slot, metrics, size, compute and provenance.
-* ``plab_growth_events``: the growth events of a run (deleted with it).
-* ``plab_promotions``: which recipe was promoted to which study version, once (the unique constraint
-  on ``(to_study_version_id, recipe_key)`` is the lock between workers).
+The tables (:mod:`principlelab.studies.tables`) live in the same database as Optuna's (``--storage``)
+but never inside Optuna's schema. :class:`LeaderboardDB` opens (and creates or upgrades) them;
+writers are idempotent and transactional so that several workers can share one database.
 
 SQLite connections use WAL, a 30 s busy timeout, foreign keys and ``synchronous=NORMAL``; write
 transactions start with ``BEGIN IMMEDIATE`` so concurrent writers queue instead of failing.
+
+The table classes and the URL helpers are importable from here too, where they were first defined.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    Connection,
-    DateTime,
-    Engine,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    delete,
-    event,
-    insert,
-    inspect,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import Connection, Engine, create_engine, delete, event, inspect, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
-    DBAPIError,
     IntegrityError,
     NoSuchModuleError,
-    OperationalError,
     SQLAlchemyError,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from principlelab.core.recipe import SLOTS
 from principlelab.errors import ConfigError, StorageError, UnknownNameError
+from principlelab.studies import tables
 from principlelab.studies.forking import forget_at_fork
+from principlelab.studies.sql_setup import (
+    DEFAULT_STORAGE,
+    STORAGE_ENV,
+    default_storage_url,
+    describe_db_error,
+    mask_url,
+    one_line,
+    sqlite_path,
+    sqlite_pragmas,
+)
+from principlelab.studies.tables import (
+    EVENT_FIELDS,
+    MIGRATIONS,
+    PLAB_TABLES,
+    RUN_FIELDS,
+    RUN_STATUSES,
+    SCHEMA_VERSION,
+    TABLE_PREFIX,
+    Base,
+    CampaignRow,
+    GrowthEventRow,
+    MetaRow,
+    PromotionRow,
+    RunRow,
+    StudyVersionRow,
+    create_or_upgrade,
+    event_values,
+    finite_or_none,
+    read_schema_version,
+    run_fields,
+    slot_fields,
+    utc_now,
+)
 
-SCHEMA_VERSION = 2
-"""The schema this code writes. Bump it and add ``MIGRATIONS[new_version]`` to change the tables."""
+__all__ = [
+    "DEFAULT_STORAGE", "EVENT_FIELDS", "MIGRATIONS", "PLAB_TABLES", "RUN_FIELDS", "RUN_STATUSES", "SCHEMA_VERSION",
+    "STORAGE_ENV", "TABLE_PREFIX", "Base", "CampaignRow", "GrowthEventRow", "LeaderboardDB", "MetaRow",
+    "PromotionRow", "RunRow", "StudyVersionRow", "campaign_row", "default_storage_url", "mask_url", "run_fields",
+    "slot_fields", "sqlite_path",
+]
 
-
-def _add_run_curve_and_structure(conn: Connection) -> None:
-    """Version 2: per-epoch curves and the final network structure of every run (for reports)."""
-    for column in ("curve", "structure"):
-        conn.execute(text(f"ALTER TABLE plab_runs ADD COLUMN {column} JSON"))
-
-
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {
-    1: lambda conn: None,  # version 0 (tables without a schema_version row) has the version-1 tables
-    2: _add_run_curve_and_structure,
-}
-"""``MIGRATIONS[v](connection)`` upgrades a version ``v - 1`` schema to version ``v`` (in one transaction,
-before tables new in this code are created). Version 0 is a database with principlelab tables but no
-``schema_version`` row."""
-
-DEFAULT_STORAGE = "sqlite:///principlelab.db"
-STORAGE_ENV = "PRINCIPLELAB_STORAGE"
-RUN_STATUSES = ("complete", "pruned", "failed", "rejected")
-TABLE_PREFIX = "plab_"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-class Base(DeclarativeBase):
-    """The declarative base of every ``plab_`` table (its own metadata, separate from Optuna's)."""
-
-
-class MetaRow(Base):
-    __tablename__ = "plab_meta"
-
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
-
-
-class CampaignRow(Base):
-    __tablename__ = "plab_campaigns"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
-    file_hash: Mapped[str] = mapped_column(String(64))
-    spec_json: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class StudyVersionRow(Base):
-    __tablename__ = "plab_study_versions"
-    __table_args__ = (
-        UniqueConstraint("campaign_id", "task", "level", "version", name="uq_plab_sv_version"),
-        UniqueConstraint("campaign_id", "task", "level", "fingerprint", name="uq_plab_sv_fingerprint"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("plab_campaigns.id", ondelete="CASCADE"), index=True)
-    task: Mapped[str] = mapped_column(String(255))
-    level: Mapped[str] = mapped_column(String(255))
-    level_index: Mapped[int] = mapped_column(Integer)
-    version: Mapped[int] = mapped_column(Integer)
-    fingerprint: Mapped[str] = mapped_column(String(64))
-    space_json: Mapped[str] = mapped_column(Text)
-    optuna_study_name: Mapped[str] = mapped_column(String(255), unique=True)
-    parent_id: Mapped[int | None] = mapped_column(
-        ForeignKey("plab_study_versions.id", ondelete="SET NULL"), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class RunRow(Base):
-    """One Optuna trial. Slot columns are spelled out (typed); the check below keeps them = SLOTS."""
-
-    __tablename__ = "plab_runs"
-    __table_args__ = (
-        UniqueConstraint("optuna_study_name", "trial_number", name="uq_plab_runs_trial"),
-        # the leaderboard: filter by campaign/status, group by recipe (task, level)
-        Index("ix_plab_runs_board", "campaign_id", "status", "recipe_key", "task", "level"),
-        Index("ix_plab_runs_status_recipe", "status", "recipe_key", "task", "level"),
-        Index("ix_plab_runs_task_level", "task", "level"),
-        Index("ix_plab_runs_study_version", "study_version_id", "status"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("plab_campaigns.id", ondelete="CASCADE"))
-    study_version_id: Mapped[int] = mapped_column(ForeignKey("plab_study_versions.id", ondelete="CASCADE"))
-    optuna_study_name: Mapped[str] = mapped_column(String(255))
-    trial_number: Mapped[int] = mapped_column(Integer)
-    task: Mapped[str] = mapped_column(String(255))
-    level: Mapped[str] = mapped_column(String(255))
-    seed: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), index=True)
-    failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    connectivity: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
-    connectivity_config: Mapped[Any] = mapped_column(JSON, nullable=True)
-    learning: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
-    learning_config: Mapped[Any] = mapped_column(JSON, nullable=True)
-    trigger: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
-    trigger_config: Mapped[Any] = mapped_column(JSON, nullable=True)
-    growth: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
-    growth_config: Mapped[Any] = mapped_column(JSON, nullable=True)
-    composition: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
-    composition_config: Mapped[Any] = mapped_column(JSON, nullable=True)
-    recipe_key: Mapped[str] = mapped_column(String(64), index=True)
-    recipe_json: Mapped[Any] = mapped_column(JSON, nullable=True)
-    test_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
-    val_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
-    test_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
-    val_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
-    params: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    macs: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    samples_seen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    wall_s: Mapped[float] = mapped_column(Float, default=0.0)
-    growth_event_count: Mapped[int] = mapped_column(Integer, default=0)
-    versions: Mapped[Any] = mapped_column(JSON, nullable=True)
-    curve: Mapped[Any] = mapped_column(JSON, nullable=True)  # per epoch: losses, accuracy, params, widths, MACs
-    structure: Mapped[Any] = mapped_column(JSON, nullable=True)  # final widths, skip edges, activation
-    space_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    promoted_from_run_id: Mapped[int | None] = mapped_column(
-        ForeignKey("plab_runs.id", ondelete="SET NULL"), nullable=True)
-    objective: Mapped[float | None] = mapped_column(Float, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class GrowthEventRow(Base):
-    __tablename__ = "plab_growth_events"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("plab_runs.id", ondelete="CASCADE"), index=True)
-    step: Mapped[int] = mapped_column(Integer)
-    epoch: Mapped[int] = mapped_column(Integer)
-    slot: Mapped[str] = mapped_column(String(64))
-    principle: Mapped[str] = mapped_column(String(255))
-    layer: Mapped[int] = mapped_column(Integer)
-    units: Mapped[int] = mapped_column(Integer)
-    source_units: Mapped[Any] = mapped_column(JSON, nullable=True)
-    operation: Mapped[str] = mapped_column(String(64))
-    params_delta: Mapped[int] = mapped_column(BigInteger)
-    macs_delta: Mapped[int] = mapped_column(BigInteger)
-    function_preserving: Mapped[bool] = mapped_column(Boolean)
-    loss_before: Mapped[float | None] = mapped_column(Float, nullable=True)
-    loss_after: Mapped[float | None] = mapped_column(Float, nullable=True)
-    reason: Mapped[str] = mapped_column(Text, default="")
-    details: Mapped[Any] = mapped_column(JSON, nullable=True)
-
-
-class PromotionRow(Base):
-    __tablename__ = "plab_promotions"
-    __table_args__ = (
-        UniqueConstraint("to_study_version_id", "recipe_key", name="uq_plab_promotions_once"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    from_study_version_id: Mapped[int] = mapped_column(
-        ForeignKey("plab_study_versions.id", ondelete="CASCADE"), index=True)
-    to_study_version_id: Mapped[int] = mapped_column(ForeignKey("plab_study_versions.id", ondelete="CASCADE"))
-    recipe_key: Mapped[str] = mapped_column(String(64))
-    source_run_id: Mapped[int | None] = mapped_column(ForeignKey("plab_runs.id", ondelete="SET NULL"),
-                                                      nullable=True)
-    source_value: Mapped[float | None] = mapped_column(Float, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-PLAB_TABLES: frozenset[str] = frozenset(Base.metadata.tables)
-RUN_FIELDS: frozenset[str] = frozenset(c.key for c in RunRow.__table__.columns) - {"id", "created_at"}
-EVENT_FIELDS: frozenset[str] = frozenset(c.key for c in GrowthEventRow.__table__.columns) - {"id", "run_id"}
+SQLITE_BUSY_TIMEOUT_MS = 30_000
 _RUN_REQUIRED = ("campaign_id", "study_version_id", "optuna_study_name", "trial_number", "task", "level",
                  "seed", "status", "recipe_key")
-_EVENT_DEFAULTS: dict[str, Any] = {"step": -1, "epoch": -1, "slot": "", "principle": "", "units": 0,
-                                   "params_delta": 0, "macs_delta": 0, "function_preserving": True,
-                                   "reason": "", "source_units": [], "details": {}}
-
-_missing_slots = [c for slot in SLOTS for c in (slot, f"{slot}_config") if c not in RUN_FIELDS]
-if _missing_slots or not all(name.startswith(TABLE_PREFIX) for name in PLAB_TABLES):  # pragma: no cover
-    raise ImportError(f"plab_runs lacks the slot columns {_missing_slots}; add them to RunRow")
-
-
-# ---------------------------------------------------------------------------------------------- URLs
-
-
-def default_storage_url(explicit: str | None, campaign_storage: str | None = None) -> str:
-    """The storage URL to use: ``explicit`` (``--storage``) > the campaign file's ``storage`` >
-    ``$PRINCIPLELAB_STORAGE`` > ``sqlite:///principlelab.db`` (in the current directory)."""
-    for candidate in (explicit, campaign_storage, os.environ.get(STORAGE_ENV)):
-        if candidate:
-            return candidate
-    return DEFAULT_STORAGE
-
-
-def mask_url(url: str | URL) -> str:
-    """The URL with its password replaced by ``***`` (also for strings SQLAlchemy cannot parse)."""
-    try:
-        return (url if isinstance(url, URL) else make_url(url)).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError, TypeError):
-        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", str(url))
-
-
-def sqlite_path(url: str | URL) -> Path | None:
-    """The absolute file path of a file-based SQLite URL, else None (memory DBs, URI mode, others)."""
-    parsed = url if isinstance(url, URL) else make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return None
-    database = parsed.database or ""
-    if database in ("", ":memory:") or database.startswith("file:") or parsed.query.get("uri"):
-        return None
-    return Path(database).expanduser().resolve()
-
-
-def _one_line(message: str, limit: int = 300) -> str:
-    line = " ".join(str(message).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 # ------------------------------------------------------------------------------------------ database
@@ -326,7 +121,7 @@ class LeaderboardDB:
     def _make_engine(self, parsed: URL, echo: bool) -> Engine:
         kwargs: dict[str, Any] = {"echo": echo}
         if self.backend == "sqlite":
-            kwargs["connect_args"] = {"timeout": 30}
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         elif self.backend == "postgresql":
             kwargs["pool_pre_ping"] = True
             if "connect_timeout" not in parsed.query:
@@ -336,37 +131,16 @@ class LeaderboardDB:
         except (NoSuchModuleError, ImportError) as exc:
             raise StorageError(
                 f"cannot use storage {self.masked_url}: no database driver for "
-                f"{parsed.drivername!r} ({_one_line(str(exc))}); install it (for PostgreSQL: "
+                f"{parsed.drivername!r} ({one_line(str(exc))}); install it (for PostgreSQL: "
                 "pip install 'principlelab[postgres]' and use postgresql+psycopg://) or use a sqlite:/// URL"
             ) from None
         except (ArgumentError, TypeError, ValueError) as exc:
-            raise StorageError(f"invalid storage URL {self.masked_url}: {_one_line(str(exc))}") from None
+            raise StorageError(f"invalid storage URL {self.masked_url}: {one_line(str(exc))}") from None
         if self.backend == "sqlite":
-            event.listen(engine, "connect", _sqlite_on_connect)
+            event.listen(engine, "connect", sqlite_pragmas(SQLITE_BUSY_TIMEOUT_MS, foreign_keys=True,
+                                                           own_transactions=True))
             event.listen(engine, "begin", _sqlite_on_begin)
         return engine
-
-    def _describe(self, exc: BaseException) -> str:
-        """One line for a database error: what failed, where, and what to do."""
-        orig = getattr(exc, "orig", None) if isinstance(exc, DBAPIError) else None
-        detail = _one_line(str(orig if orig is not None else exc).split("[SQL:")[0])
-        password = make_url(self.url).password
-        if password:
-            detail = detail.replace(str(password), "***")
-        lowered = detail.lower()
-        where = self.masked_url
-        if "database is locked" in lowered or "database is busy" in lowered:
-            return (f"database {where} stayed locked by another writer for more than 30 s ({detail}); "
-                    "retry, or use PostgreSQL for many parallel workers")
-        if self.sqlite_file is not None and "unable to open database file" in lowered:
-            return (f"cannot open database {where}: {detail}; check that {self.sqlite_file.parent} exists "
-                    "and is writable, or pass another --storage")
-        if isinstance(exc, IntegrityError):
-            return f"database {where} rejected a write: {detail}"
-        if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
-            return (f"cannot use database {where}: {detail}; check the URL and that the server is running "
-                    "and reachable, or pass another --storage")
-        return f"database error on {where}: {type(exc).__name__}: {detail}"
 
     @contextmanager
     def session(self, *, write: bool = True) -> Iterator[Session]:
@@ -382,7 +156,7 @@ class LeaderboardDB:
             session.commit()
         except SQLAlchemyError as exc:
             _safe_rollback(session)
-            raise StorageError(self._describe(exc)) from exc
+            raise StorageError(describe_db_error(exc, self.url, self.sqlite_file)) from exc
         except BaseException:
             _safe_rollback(session)
             raise
@@ -419,8 +193,8 @@ class LeaderboardDB:
         try:
             with self.engine.connect() as conn:  # fast path: everything there, version current
                 names = set(inspect(conn).get_table_names())
-                version = _read_version(conn) if "plab_meta" in names else None
-            if names >= PLAB_TABLES and version == SCHEMA_VERSION:
+                version = read_schema_version(conn) if "plab_meta" in names else None
+            if names >= PLAB_TABLES and version == tables.SCHEMA_VERSION:  # read late: tests patch it
                 return
             if not names & PLAB_TABLES and not create:
                 raise StorageError(f"no principlelab tables in {self.masked_url}; run a campaign with "
@@ -428,35 +202,15 @@ class LeaderboardDB:
             with self._write_engine.begin() as conn:
                 if self.backend == "postgresql":  # serialize concurrent creators/upgraders
                     conn.execute(text("SELECT pg_advisory_xact_lock(706162)"))
-                self._create_or_upgrade(conn)
+                create_or_upgrade(conn, self.masked_url)
         except SQLAlchemyError as exc:
-            raise StorageError(self._describe(exc)) from exc
-
-    def _create_or_upgrade(self, conn: Connection) -> None:
-        names = set(inspect(conn).get_table_names())
-        target = SCHEMA_VERSION
-        if not names & PLAB_TABLES:
-            Base.metadata.create_all(conn)
-        else:
-            current = (_read_version(conn) if "plab_meta" in names else None) or 0
-            if current > target:
-                raise StorageError(
-                    f"database {self.masked_url} has principlelab schema version {current}, newer than this "
-                    f"principlelab supports ({target}); upgrade principlelab")
-            for version in range(current + 1, target + 1):
-                migration = MIGRATIONS.get(version)
-                if migration is None:
-                    raise StorageError(f"no migration to principlelab schema version {version} (database "
-                                       f"{self.masked_url} is at {current}); this is a principlelab bug")
-                migration(conn)
-            Base.metadata.create_all(conn)  # tables new since the stored version
-        _write_version(conn, target)
+            raise StorageError(describe_db_error(exc, self.url, self.sqlite_file)) from exc
 
     @property
     def schema_version(self) -> int:
         """The ``schema_version`` stored in ``plab_meta``."""
         with self.session(write=False) as session:
-            return _read_version(session.connection()) or 0
+            return read_schema_version(session.connection()) or 0
 
     def get_meta(self, key: str) -> str | None:
         with self.session(write=False) as session:
@@ -568,7 +322,7 @@ class LeaderboardDB:
                               f"{', '.join(RUN_STATUSES)}")
         values: dict[str, Any] = dict.fromkeys(RUN_FIELDS)
         values.update(wall_s=0.0, growth_event_count=len(events))
-        values.update({key: _finite_or_none(value) for key, value in run.items()})
+        values.update({key: finite_or_none(value) for key, value in run.items()})
 
         def work(session: Session) -> int:
             row = session.scalar(select(RunRow).where(RunRow.optuna_study_name == values["optuna_study_name"],
@@ -579,10 +333,10 @@ class LeaderboardDB:
             else:
                 for key, value in values.items():
                     setattr(row, key, value)
-                row.created_at = _now()
+                row.created_at = utc_now()
                 session.execute(delete(GrowthEventRow).where(GrowthEventRow.run_id == row.id))
             session.flush()
-            session.add_all([GrowthEventRow(run_id=row.id, **_event_values(ev, i))
+            session.add_all([GrowthEventRow(run_id=row.id, **event_values(ev, i))
                              for i, ev in enumerate(events)])
             session.flush()
             return row.id
@@ -642,7 +396,7 @@ class LeaderboardDB:
                 session.add(PromotionRow(from_study_version_id=from_study_version_id,
                                          to_study_version_id=to_study_version_id, recipe_key=recipe_key,
                                          source_run_id=source_run_id,
-                                         source_value=_finite_or_none(source_value)))
+                                         source_value=finite_or_none(source_value)))
                 session.flush()
                 return True
         except StorageError as exc:
@@ -661,82 +415,9 @@ class LeaderboardDB:
             return list(session.scalars(stmt.order_by(PromotionRow.id)))
 
 
-# ------------------------------------------------------------------------------------------- helpers
-
-
-def run_fields(result: dict[str, Any]) -> dict[str, Any]:
-    """Run-row fields from :meth:`RunResult.to_dict`: metrics, size, the slot columns and the recipe.
-
-    The caller adds the keys (campaign/study version ids, trial number, status, recipe_key, ...).
-    """
-    recipe = result.get("recipe") or {}
-    fields: dict[str, Any] = {key: result.get(key) for key in (
-        "test_accuracy", "val_accuracy", "test_loss", "val_loss", "params", "macs", "samples_seen",
-        "wall_s", "versions")}
-    fields["growth_event_count"] = len(result.get("growth_events") or ())
-    fields["recipe_json"] = recipe or None
-    fields.update(slot_fields(recipe))
-    return {key: value for key, value in fields.items() if value is not None}
-
-
-def slot_fields(recipe: dict[str, Any]) -> dict[str, Any]:
-    """``{slot: name, slot_config: config}`` for every slot present in a recipe dict."""
-    fields: dict[str, Any] = {}
-    for slot in SLOTS:
-        choice = recipe.get(slot)
-        if isinstance(choice, str):
-            choice = {"name": choice, "config": {}}
-        if isinstance(choice, dict):
-            fields[slot] = choice.get("name")
-            fields[f"{slot}_config"] = choice.get("config") or {}
-    return fields
-
-
-def _finite_or_none(value: Any) -> Any:
-    return None if isinstance(value, float) and math.isnan(value) else value
-
-
-def _event_values(event_dict: dict[str, Any], index: int) -> dict[str, Any]:
-    unknown = sorted(set(event_dict) - EVENT_FIELDS)
-    if unknown:
-        raise ConfigError(f"record_run: growth event {index} has unknown fields {unknown}; "
-                          f"known: {', '.join(sorted(EVENT_FIELDS))}")
-    values = {**_EVENT_DEFAULTS, **event_dict}
-    values["source_units"] = list(values.get("source_units") or ())
-    for key in ("loss_before", "loss_after"):
-        values[key] = _finite_or_none(values.get(key))
-    return values
-
-
-def _read_version(conn: Connection) -> int | None:
-    raw = conn.execute(select(MetaRow.value).where(MetaRow.key == "schema_version")).scalar()
-    try:
-        return None if raw is None else int(raw)
-    except ValueError:
-        return 0
-
-
-def _write_version(conn: Connection, version: int) -> None:
-    updated = conn.execute(update(MetaRow).where(MetaRow.key == "schema_version").values(value=str(version)))
-    if not updated.rowcount:
-        conn.execute(insert(MetaRow).values(key="schema_version", value=str(version)))
-
-
 def _safe_rollback(session: Session) -> None:
     with suppress(SQLAlchemyError):  # the connection is gone; nothing to undo
         session.rollback()
-
-
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (transactional DDL, IMMEDIATE)
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-    finally:
-        cursor.close()
 
 
 def _sqlite_on_begin(conn: Connection) -> None:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -67,6 +66,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.schema import CreateTable
 
 from principlelab.studies.forking import forget_at_fork
+from principlelab.studies.sql_setup import is_memory_sqlite, sqlite_pragmas
 
 __all__ = [
     "DEFAULT_HEARTBEAT_TABLE",
@@ -91,36 +91,6 @@ StaleTrialCallback = Callable[["optuna.Study", FrozenTrial], None]
 _logger = logging.getLogger(__name__)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """WAL (readers never block the writer), synchronous=NORMAL (no fsync per commit; a power cut may
-    lose the last commits, never corrupt the file), and a busy timeout (writers queue)."""
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        _sqlite_wal(cursor)
-    finally:
-        cursor.close()
-
-
-def _sqlite_wal(cursor: Any) -> None:
-    """Switch the file to WAL (persistent) unless it is already. The switch fails at once with
-    "database is locked", busy timeout or not, while another connection uses the file: the first
-    connections of several processes to a new file race for it, so retry."""
-    deadline, delay = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000, 0.005
-    while True:
-        try:
-            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
-                return
-            cursor.execute("PRAGMA journal_mode=WAL").fetchall()
-            return  # WAL now, or a file that cannot be (then it keeps its rollback journal)
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-        time.sleep(delay)
-        delay = min(2 * delay, 0.25)
-
-
 def _mark_used(_dbapi_connection: Any, record: Any) -> None:
     if record is not None:
         record.info["plab_used_at"] = time.monotonic()
@@ -143,11 +113,6 @@ def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         raise DisconnectionError(f"stale pooled connection: {exc}") from exc
 
 
-def _is_memory_sqlite(url: URL) -> bool:
-    database = url.database or ""
-    return database in ("", ":memory:") or "mode=memory" in database or url.query.get("mode") == "memory"
-
-
 def _make_engine(url: str | URL, engine_kwargs: dict[str, Any] | None = None) -> Engine:
     """An AUTOCOMMIT engine: every statement commits by itself unless we send BEGIN/COMMIT ourselves.
 
@@ -157,13 +122,13 @@ def _make_engine(url: str | URL, engine_kwargs: dict[str, Any] | None = None) ->
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", **(engine_kwargs or {})}
     if parsed.get_backend_name() == "sqlite":
-        if _is_memory_sqlite(parsed):
+        if is_memory_sqlite(parsed):
             raise ValueError(
                 f"an in-memory SQLite database ({parsed}) cannot hold a journal shared by connections; "
                 "use a file (sqlite:///path.db) or optuna.storages.InMemoryStorage()")
         connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, **kwargs.pop("connect_args", {})}
         engine = create_engine(parsed, connect_args=connect_args, **kwargs)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", sqlite_pragmas(SQLITE_BUSY_TIMEOUT_MS))
     else:
         kwargs.setdefault("pool_recycle", 3600)
         engine = create_engine(parsed, **kwargs)

@@ -10,11 +10,11 @@ from typing import Any
 
 import optuna
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
 
 from principlelab.errors import ConfigError, StorageError
 from principlelab.studies.campaign_file import LevelSpec
 from principlelab.studies.forking import forget_at_fork
+from principlelab.studies.sql_setup import is_sqlite, mask_url, sqlite_pragmas
 
 HEARTBEAT_INTERVAL_S = int(os.environ.get("PRINCIPLELAB_HEARTBEAT_INTERVAL", "10"))
 HEARTBEAT_GRACE_S = int(os.environ.get("PRINCIPLELAB_HEARTBEAT_GRACE", "60"))
@@ -28,10 +28,6 @@ def quiet_optuna() -> None:
     warnings.filterwarnings("ignore", message=".*TPESampler.*is experimental", category=UserWarning)
     # the sampling process asks and tells outside Study.optimize (studies/sample_ahead.py), heartbeats kept
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-
-
-def is_sqlite(url: str) -> bool:
-    return make_url(url).get_backend_name() == "sqlite"
 
 
 def check_workers(url: str, workers: int) -> None:
@@ -97,11 +93,11 @@ def make_storage(url: str, failed_trial_callback: Callable[..., Any] | None = No
         if is_sqlite(url):
             # WAL with synchronous=NORMAL: no fsync per commit (each Optuna call commits), and the database
             # stays consistent; a power cut can lose the last commits, never corrupt the file.
-            event.listen(storage.engine, "connect", _sqlite_pragmas)
+            event.listen(storage.engine, "connect", sqlite_pragmas(30_000))
             storage.engine.dispose()
         return storage
     except Exception as exc:  # sqlalchemy errors, missing drivers, bad paths
-        shown = make_url(url).render_as_string(hide_password=True)
+        shown = mask_url(url)
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StorageError(f"cannot open the Optuna storage at {shown}: {detail}") from None
 
@@ -111,14 +107,6 @@ def close_storage(storage: optuna.storages.BaseStorage) -> None:
     dispose = getattr(storage, "dispose", None) or getattr(getattr(storage, "engine", None), "dispose", None)
     if dispose is not None:
         dispose()
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
 
 
 def make_sampler(level: LevelSpec, seed: int, *, workers: int) -> optuna.samplers.BaseSampler:
