@@ -6,7 +6,8 @@ each searchable config field of each principle is a conditional parameter named
 chosen. A field is searched when it carries a search hint
 (``json_schema_extra={"search": {"low", "high", "log"[, "step"]}}`` or ``{"search": {"choices": [...]}}``)
 or when it is a ``Literal[...]`` (its values) or a ``bool`` (``[False, True]``); every other field
-stays at its default. ``json_schema_extra={"search": False}`` opts a Literal/bool field out.
+stays at its default. ``json_schema_extra={"search": False}`` opts a Literal/bool field out
+(:mod:`principlelab.studies.search_hints` turns fields into distributions).
 
 :meth:`SearchSpace.suggest` turns a trial into the five recipe slot fields,
 :meth:`SearchSpace.params_for` is its inverse (for ``study.enqueue_trial``),
@@ -19,30 +20,26 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import types
-import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import product
-from typing import Any, Literal
+from typing import Any
 
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
     FloatDistribution,
     IntDistribution,
-    distribution_to_json,
 )
 from optuna.trial import TrialState
 from pydantic import ValidationError
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
 
 from principlelab.core.principles import Principle
 from principlelab.core.recipe import DEFAULT_PRINCIPLES, SLOTS, NetworkSpec, PrincipleChoice, Recipe
 from principlelab.errors import ConfigError, UnknownNameError, format_validation_error
 from principlelab.registry.registry import Registry
+from principlelab.studies.search_hints import bounds_text, distribution_contains, distribution_json, field_distribution
 
 __all__ = ["REJECTED_ATTR", "SPACE_VERSION", "SearchSpace", "SpaceParam", "recipe_key", "tell_rejected"]
 
@@ -52,8 +49,6 @@ SPACE_VERSION = 1
 REJECTED_ATTR = "rejected"
 """User attribute of a trial whose principle combination was rejected (the one-line reason)."""
 
-_HINT_KEYS = frozenset({"low", "high", "log", "step", "choices"})
-_CHOICE_TYPES = (type(None), bool, int, float, str)
 
 
 @dataclass(frozen=True)
@@ -74,175 +69,6 @@ def _canonical(obj: Any) -> str:
 
 def _sha16(obj: Any) -> str:
     return hashlib.sha256(_canonical(obj).encode()).hexdigest()[:16]
-
-
-def distribution_json(dist: BaseDistribution) -> dict[str, Any]:
-    """The distribution as a JSON-ready dict (``optuna.distributions.distribution_to_json``, parsed)."""
-    loaded: dict[str, Any] = json.loads(distribution_to_json(dist))
-    return loaded
-
-
-# -- fields -> distributions ----------------------------------------------------------------------
-
-
-def _unwrap_optional(annotation: Any) -> Any:
-    """``X | None`` / ``Optional[X]`` -> ``X``; anything else unchanged."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Union or origin is types.UnionType:
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return annotation
-
-
-def _field_default(info: FieldInfo) -> Any:
-    if info.default is not PydanticUndefined:
-        return info.default
-    if info.default_factory is not None:
-        return info.default_factory()  # type: ignore[call-arg]
-    return PydanticUndefined
-
-
-def _search_hint(info: FieldInfo) -> Any:
-    """The field's search hint: a dict, ``False`` (opted out) or ``None`` (no hint)."""
-    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-    hint = extra.get("search")
-    if hint is None and "choices" in extra:  # the short form registry.describe_field also reads
-        hint = {"choices": extra["choices"]}
-    return hint
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _check_value(cls: type[Principle], field: str, value: Any, what: str) -> None:
-    """Raise :class:`ConfigError` naming ``slot.name.field`` if ``value`` breaks the field's bounds."""
-    try:
-        cls.validate_config({field: value})
-    except ConfigError as exc:
-        raise ConfigError(f"{cls.slot}.{cls.name}.{field}: search hint {what} is not a valid value of the "
-                          f"field ({exc}); keep the hint inside the field's bounds") from None
-
-
-def _distribution_for(cls: type[Principle], field: str,
-                      info: FieldInfo) -> tuple[BaseDistribution, bool] | None:
-    """``(distribution, is_int)`` of a config field, or ``None`` if it is not searched."""
-    where = f"{cls.slot}.{cls.name}.{field}"
-    hint = _search_hint(info)
-    annotation = _unwrap_optional(info.annotation)
-    if hint is False:
-        return None
-    if hint is None:
-        if typing.get_origin(annotation) is Literal:
-            values = list(typing.get_args(annotation))
-            if len(values) < 2 or not all(isinstance(v, _CHOICE_TYPES) for v in values):
-                return None  # nothing to choose, or values Optuna cannot store: keep the default
-            return CategoricalDistribution(values), False
-        if annotation is bool:
-            return CategoricalDistribution([False, True]), False
-        return None
-    if not isinstance(hint, Mapping):
-        raise ConfigError(f"{where}: search hint must be a dict like {{'low': .., 'high': .., 'log': ..}} or "
-                          f"{{'choices': [..]}} (or False), got {hint!r}")
-    unknown = set(hint) - _HINT_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown search hint key(s) {sorted(unknown)}; allowed: low, high, log, "
-                          "step, or choices")
-    if "choices" in hint:
-        if set(hint) != {"choices"}:
-            raise ConfigError(f"{where}: a search hint with 'choices' takes no other keys, "
-                              f"got {sorted(hint)}")
-        choices = hint["choices"]
-        if isinstance(choices, str | bytes) or not isinstance(choices, list | tuple) or not choices:
-            raise ConfigError(f"{where}: search hint 'choices' must be a non-empty list, got {choices!r}")
-        bad = [c for c in choices if not isinstance(c, _CHOICE_TYPES)]
-        if bad:
-            raise ConfigError(f"{where}: search hint choices must be None, bool, int, float or str, "
-                              f"got {bad!r}")
-        if len(set(map(repr, choices))) != len(choices):
-            raise ConfigError(f"{where}: search hint choices repeat a value: {list(choices)!r}")
-        for choice in choices:
-            _check_value(cls, field, choice, f"choice {choice!r}")
-        return CategoricalDistribution(list(choices)), False
-    if "low" not in hint or "high" not in hint:
-        raise ConfigError(f"{where}: a range search hint needs both 'low' and 'high', got {dict(hint)!r}")
-    low, high, log, step = hint["low"], hint["high"], hint.get("log", False), hint.get("step")
-    if not (_is_number(low) and _is_number(high)) or not (math.isfinite(low) and math.isfinite(high)):
-        raise ConfigError(f"{where}: search hint low/high must be finite numbers, "
-                          f"got low={low!r} high={high!r}")
-    if not isinstance(log, bool):
-        raise ConfigError(f"{where}: search hint 'log' must be true or false, got {log!r}")
-    if step is not None and not (_is_number(step) and step > 0):
-        raise ConfigError(f"{where}: search hint 'step' must be a positive number, got {step!r}")
-    if low > high:
-        raise ConfigError(f"{where}: search hint low={low!r} is above high={high!r}")
-    if annotation is bool or typing.get_origin(annotation) is Literal:
-        raise ConfigError(f"{where}: a low/high search hint needs an int or float field; give this "
-                          "Literal/bool field {'choices': [...]} instead")
-    is_int = annotation is int
-    if is_int:
-        if not all(float(v).is_integer() for v in (low, high, step if step is not None else 1)):
-            raise ConfigError(f"{where} is an int field; its search hint low/high/step must be integers, got "
-                              f"low={low!r} high={high!r} step={step!r}")
-        low, high, step = int(low), int(high), int(step) if step is not None else 1
-    elif annotation is not float:
-        raise ConfigError(f"{where}: a low/high search hint needs an int or float field, the field is "
-                          f"{annotation!r}")
-    else:
-        low, high = float(low), float(high)
-        step = float(step) if step is not None else None
-    _check_value(cls, field, low, f"low={low!r}")
-    _check_value(cls, field, high, f"high={high!r}")
-    try:
-        if is_int:
-            return IntDistribution(int(low), int(high), log=log, step=int(step or 1)), True
-        return FloatDistribution(low, high, log=log, step=step), False
-    except ValueError as exc:
-        raise ConfigError(f"{where}: search hint {dict(hint)!r} is not a valid Optuna distribution: "
-                          f"{exc}") from None
-
-
-def _match_choice(choices: tuple[Any, ...], value: Any) -> tuple[bool, Any]:
-    """``(found, the choice equal to value)``; ``True`` never matches ``1`` (nor ``1.0``)."""
-    for choice in choices:
-        if type(choice) is type(value) and choice == value:
-            return True, choice
-    for choice in choices:
-        if isinstance(choice, bool) != isinstance(value, bool):
-            continue
-        if _is_number(choice) and _is_number(value) and choice == value:
-            return True, choice
-    return False, None
-
-
-def _contains(dist: BaseDistribution, value: Any) -> tuple[bool, Any]:
-    """Whether ``dist`` holds ``value``, and the value as Optuna should be given it."""
-    if isinstance(dist, CategoricalDistribution):
-        return _match_choice(dist.choices, value)
-    if not _is_number(value):
-        return False, None
-    if isinstance(dist, IntDistribution):
-        if not float(value).is_integer():
-            return False, None
-        value = int(value)
-        ok = dist.low <= value <= dist.high and (value - dist.low) % dist.step == 0
-        return ok, value
-    assert isinstance(dist, FloatDistribution)
-    value = float(value)
-    ok = dist.low <= value <= dist.high
-    if ok and dist.step is not None:
-        k = round((value - dist.low) / dist.step)
-        ok = math.isclose(dist.low + k * dist.step, value, rel_tol=1e-9, abs_tol=1e-12)
-    return ok, value
-
-
-def _bounds_text(dist: BaseDistribution) -> str:
-    if isinstance(dist, CategoricalDistribution):
-        return f"choices {list(dist.choices)!r}"
-    assert isinstance(dist, IntDistribution | FloatDistribution)
-    return f"[{dist.low!r}, {dist.high!r}]" + (" log" if dist.log else "") + (
-        f" step {dist.step!r}" if dist.step not in (None, 1) else "")
 
 
 # -- slot choices ---------------------------------------------------------------------------------
@@ -331,7 +157,7 @@ class SearchSpace:
             found = []
             for field, info in cls.Config.model_fields.items():
                 key = f"{slot}.{name}.{field}"
-                dist = _distribution_for(cls, field, info)  # hints are checked even when fixed
+                dist = field_distribution(cls, field, info)  # hints are checked even when fixed
                 if dist is not None and key not in self.fixed:
                     found.append(SpaceParam(key, slot, name, field, dist[0], is_int=dist[1]))
             self.params[(slot, name)] = tuple(found)
@@ -492,11 +318,11 @@ class SearchSpace:
             for field, value in full.items():
                 key = f"{slot}.{name}.{field}"
                 if field in searched:
-                    ok, internal = _contains(searched[field].distribution, value)
+                    ok, internal = distribution_contains(searched[field].distribution, value)
                     if ok:
                         params[key] = internal
                     else:
-                        where = _bounds_text(searched[field].distribution)
+                        where = bounds_text(searched[field].distribution)
                         problems.append(f"{key}={value!r} is outside the searched {where}")
                 elif field in fixed:
                     if value != fixed[field]:
