@@ -4,6 +4,7 @@ in memory (no storage), after N finished trials, for Optuna's TPE, principlelab'
 (mean over the last 20 trials).
 
     .venv/bin/python benchmarks/bench_sampler.py --trials 60 300
+    .venv/bin/python benchmarks/bench_sampler.py --trials 1000 2000 --samplers principlelab
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def ms_per_trial(space: object, sampler: optuna.samplers.BaseSampler, trials: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, nargs="+", default=[60, 300], help="study sizes to measure")
+    parser.add_argument("--samplers", nargs="+", choices=["optuna", "principlelab", "random"],
+                        default=["optuna", "principlelab", "random"],
+                        help="which to measure: Optuna's TPESampler, SplitOnceTPESampler, RandomSampler")
     args = parser.parse_args()
     os.environ.setdefault("PRINCIPLELAB_DISABLE_PLUGIN_AUTOLOAD", "1")
     from principlelab.registry import get_registry
@@ -51,6 +55,8 @@ def main() -> None:
     samplers = {"optuna TPESampler": lambda: optuna.samplers.TPESampler(**tpe_args),
                 "SplitOnceTPESampler": lambda: SplitOnceTPESampler(**tpe_args),
                 "RandomSampler": lambda: optuna.samplers.RandomSampler(seed=0)}
+    chosen = dict(zip(["optuna", "principlelab", "random"], samplers, strict=True))
+    samplers = {name: make for name, make in samplers.items() if name in {chosen[c] for c in args.samplers}}
     print(f"{'sampler':<22} {'trials':>7} {'ms per trial':>13} {'params per trial':>17}")
     for n in args.trials:
         for name, make in samplers.items():

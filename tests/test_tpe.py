@@ -66,11 +66,12 @@ def test_the_split_is_computed_once_per_trial(monkeypatch: pytest.MonkeyPatch) -
     assert calls["n"] >= 2 * 15  # another TPESampler: Optuna's behaviour, once per parameter
 
 
-def lagged(sampler: optuna.samplers.BaseSampler, n_trials: int, in_hand: int) -> list[tuple[Any, ...]]:
-    """A study with ``in_hand`` trials open at a time, finished out of order, one of them left with only
-    its first parameter while the next is sampled (running trials' partial parameters, constant liar)."""
+def lagged(sampler: optuna.samplers.BaseSampler, n_trials: int, in_hand: int, seed: int = 3) -> list[tuple[Any, ...]]:
+    """A study with ``in_hand`` trials open at a time, finished out of order (some pruned, some failed),
+    one of them left with only its first parameter while the next is sampled (running trials' partial
+    parameters, constant liar), and sometimes another finished between two parameters of one trial."""
     study = optuna.create_study(direction="maximize", sampler=sampler)
-    order, open_trials = random.Random(3), []
+    order, open_trials = random.Random(seed), []
     for _ in range(n_trials):
         trial = study.ask()
         kind = trial.suggest_categorical("kind", ["a", "b", "c"])
@@ -78,6 +79,14 @@ def lagged(sampler: optuna.samplers.BaseSampler, n_trials: int, in_hand: int) ->
         if len(open_trials) > in_hand:
             done, done_kind = open_trials.pop(order.randrange(len(open_trials)))
             x = done.suggest_float(f"{done_kind}.x", 1e-3, 1.0, log=True)
+            if order.random() < 0.2:  # the history changes between two parameters of one trial
+                other, _ = open_trials.pop(order.randrange(len(open_trials)))  # with only its first parameter
+                ending = order.choice(["fail", "prune", "complete"])
+                if ending == "complete":
+                    study.tell(other, order.random())
+                else:
+                    study.tell(other, state=optuna.trial.TrialState.FAIL if ending == "fail" else
+                               optuna.trial.TrialState.PRUNED)
             n = done.suggest_int(f"{done_kind}.n", 1, 16)
             if order.random() < 0.3:
                 done.report(x, 1)
@@ -87,8 +96,10 @@ def lagged(sampler: optuna.samplers.BaseSampler, n_trials: int, in_hand: int) ->
     return [(t.number, t.state, t.params, t.value) for t in study.trials]
 
 
+@pytest.mark.parametrize("history", [3, 4, 5])
 @pytest.mark.parametrize("constant_liar", [False, True])
-def test_a_long_lagged_history_samples_as_optunas_tpe(constant_liar: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_long_lagged_history_samples_as_optunas_tpe(constant_liar: bool, history: int,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     gathered = {"n": 0}
     gather = tpe._ParameterColumns.gather
 
@@ -98,8 +109,8 @@ def test_a_long_lagged_history_samples_as_optunas_tpe(constant_liar: bool, monke
 
     monkeypatch.setattr(tpe._ParameterColumns, "gather", counting)
     kwargs = {"seed": 11, "n_startup_trials": 10, "constant_liar": constant_liar, "multivariate": False}
-    ours = lagged(tpe.SplitOnceTPESampler(**kwargs), 150, in_hand=3)
-    assert ours == lagged(optuna.samplers.TPESampler(**kwargs), 150, in_hand=3)
+    ours = lagged(tpe.SplitOnceTPESampler(**kwargs), 150, in_hand=3, seed=history)
+    assert ours == lagged(optuna.samplers.TPESampler(**kwargs), 150, in_hand=3, seed=history)
     if tpe.GATHERS_BY_TRIAL:  # Optuna 5: below and above, for each of three parameters, from the arrays
         assert gathered["n"] > 2 * 3 * 100
     else:  # Optuna 4 passes no study: its own method ran

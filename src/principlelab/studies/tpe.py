@@ -1,29 +1,33 @@
 """TPE that ranks the history once per trial, not once per parameter: :class:`SplitOnceTPESampler`.
 
-Optuna's independent TPE samples each parameter on its own, and for each it splits the finished
-trials into the good ``gamma`` fraction and the rest (:func:`optuna.samplers._tpe.sampler._split_trials`:
-a pass over every trial reading its constraints and, for pruned trials, its last intermediate
-value, then sorts). A campaign trial samples about twenty-four parameters, so the split is
-repeated for each over the same trials. Splitting once per trial cut the sampling time of a trial
-by about 10% after 60 trials, 14% after 300 and 32% after 600 (``benchmarks/bench_sampler.py``,
-docs/performance.md).
+Optuna's independent TPE samples each parameter on its own, and for each it reads the study's trials,
+filters them by state, counts the finished ones, and splits them into the good ``gamma`` fraction and
+the rest (:func:`optuna.samplers._tpe.sampler._split_trials`: a pass over every trial reading its
+constraints and, for pruned trials, its last intermediate value, then sorts). A campaign trial samples
+about twenty-four parameters, so all of that is repeated for each over the same trials, and it grows
+with the study.
 
-The split depends only on the trials passed in, so :class:`SplitOnceTPESampler` computes it once
-for each distinct list of trial objects (storages replace a trial's object when it changes; the
-cached split holds the objects, so an address is never reused while cached) during one trial's
-sampling and reuses it: the samples are the same as :class:`~optuna.samplers.TPESampler`'s
-with the same seed (``tests/test_tpe.py`` checks it). The cache is active only inside this
-sampler's own calls; where the installed Optuna has no ``_split_trials`` (a private function), the
-sampler is plain TPE.
+The split depends only on the trials, so :class:`SplitOnceTPESampler` computes it (and the filtering
+and counting before it) once for each distinct list of trials and reuses it for the next parameters
+(``_split_for``): without constant liar, once per snapshot of the study's trials (Optuna takes a new
+snapshot at every ask and tell); with constant liar, once for each distinct list of trial objects
+read from the storage (storages replace a trial's object when it changes; the cache holds the
+objects, so an address is never reused while cached). The samples are the same as
+:class:`~optuna.samplers.TPESampler`'s with the same seed (``tests/test_tpe.py`` checks it, with the
+history changing between two parameters of one trial).
 
 Each parameter's density is built from the internal values of every trial in the good and the bad
 part that has the parameter, which Optuna gathers with a pass over all those trials for each
-parameter of each trial (``TPESampler._get_internal_repr``): a cost that grows with the study.
-A finished trial's parameters never change, so this sampler keeps each parameter's internal values
-by trial number (:class:`_ParameterColumns`) and gathers them with one array lookup; running trials
-(constant liar) are read each time, as Optuna does. The values and their order are Optuna's.
-Together with the split this takes 9.0 ms per trial after 300 trials and 12.0 after 600, against
-Optuna's 15.2 and 26.0 (the split alone: 13.2 and 17.1); after 60 trials both are 5.3 ms.
+parameter of each trial (``TPESampler._get_internal_repr``). A finished trial's parameters never
+change, so this sampler keeps each parameter's internal values by trial number
+(:class:`_ParameterColumns`) and gathers them with one array lookup; running trials (constant liar)
+are read each time, as Optuna does. The values and their order are Optuna's.
+
+This path needs Optuna 5 (``GATHERS_BY_TRIAL``: Optuna passes the study to ``_get_internal_repr``)
+and independent TPE, and follows Optuna 5's ``_sample``. Elsewhere (Optuna 4, multivariate TPE)
+Optuna's own methods run, with only the split cached during this sampler's calls (a wrapper of
+Optuna's private ``_split_trials``; where the installed Optuna has none, the sampler is plain TPE).
+``benchmarks/bench_sampler.py`` measures it (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -33,17 +37,20 @@ import inspect
 import operator
 from collections.abc import Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import TPESampler
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["SplitOnceTPESampler"]
 
 _tpe_module = importlib.import_module("optuna.samplers._tpe.sampler")
 _NUMBER = operator.attrgetter("number")
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+_LIAR_STATES = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING]  # as Optuna's _sample
 GATHERS_BY_TRIAL = "study" in inspect.signature(TPESampler._get_internal_repr).parameters
 """Whether this Optuna passes the study to ``_get_internal_repr`` (5.0 on), where values are kept by trial."""
 _SplitCache = dict[tuple[Any, ...], Any]
@@ -90,10 +97,13 @@ class _ParameterColumns:
         """Whether these are ``study``'s columns."""
         return study._storage is self.storage and study._study_id == self.study_id
 
-    def gather(self, trials: list[FrozenTrial], name: str, distribution: BaseDistribution) -> np.ndarray:
+    def gather(self, trials: list[FrozenTrial], name: str, distribution: BaseDistribution,
+               numbers: np.ndarray | None = None) -> np.ndarray:
         """``distribution.to_internal_repr`` of parameter ``name`` of each trial in ``trials`` that has it,
-        in their order: ``[m]``, float64 (int64 for a categorical parameter with values), as Optuna's."""
-        numbers = np.fromiter(map(_NUMBER, trials), dtype=np.int64, count=len(trials))
+        in their order: ``[m]``, float64 (int64 for a categorical parameter with values), as Optuna's.
+        ``numbers``: the trials' numbers, if known (``[len(trials)]`` int64)."""
+        if numbers is None:
+            numbers = _numbers(trials)
         values, known = self._column((name, distribution), int(numbers.max()) + 1 if len(trials) else 0)
         gathered = values[numbers]
         for i in np.flatnonzero(~known[numbers]):  # new since the last call, or still running
@@ -119,6 +129,23 @@ class _ParameterColumns:
         return column
 
 
+@dataclass
+class _Split:
+    """One list of trials split into the good ``below`` and the rest ``above``, with their trial numbers.
+    ``held`` is what ``key`` names by identity, kept alive so that no identity is reused while cached."""
+
+    key: tuple[int, ...]
+    held: list[FrozenTrial]
+    below: list[FrozenTrial]
+    above: list[FrozenTrial]
+    below_numbers: np.ndarray
+    above_numbers: np.ndarray
+
+    def numbers_of(self, trials: list[FrozenTrial]) -> np.ndarray | None:
+        """``[len(trials)]`` int64 trial numbers of ``below`` or ``above``; None for any other list."""
+        return self.below_numbers if trials is self.below else self.above_numbers if trials is self.above else None
+
+
 class SplitOnceTPESampler(TPESampler):
     """:class:`optuna.samplers.TPESampler`, same arguments and samples, with the good/bad split cached
     and each parameter's values gathered from arrays kept by trial number."""
@@ -127,6 +154,55 @@ class SplitOnceTPESampler(TPESampler):
         super().__init__(*args, **kwargs)
         self._split_cache: _SplitCache = {}
         self._columns: _ParameterColumns | None = None
+        self._finished: tuple[list[FrozenTrial], list[FrozenTrial]] | None = None  # a snapshot, its finished
+        self._split: _Split | None = None
+
+    def _by_trial(self, study: Any) -> bool:
+        """Whether this sampler's own independent path runs (Optuna 5, independent TPE)."""
+        return GATHERS_BY_TRIAL and not self._is_multivariate(study)
+
+    def _finished_trials(self, study: Any) -> list[FrozenTrial]:
+        """The complete and pruned trials of the study's cached snapshot, as Optuna's
+        ``study._get_trials(deepcopy=False, states=(COMPLETE, PRUNED), use_cache=True)``, filtered once
+        per snapshot (Optuna drops the snapshot at every ask and tell) instead of once per parameter."""
+        snapshot = study._get_trials(deepcopy=False, states=None, use_cache=True)
+        if self._finished is None or self._finished[0] is not snapshot:
+            self._finished = snapshot, [t for t in snapshot if t.state in _FINISHED]
+        return self._finished[1]
+
+    def _split_for(self, study: Any, trial: FrozenTrial) -> _Split:
+        """The good/bad split that Optuna's ``_sample`` computes for each parameter, computed once for
+        each distinct list of trials: the finished trials of the cached snapshot or, with constant liar,
+        the trials read from the storage for this parameter (running ones too, less ``trial``)."""
+        if self._constant_liar:
+            read = study._get_trials(deepcopy=False, states=_LIAR_STATES, use_cache=False)
+            trials = [t for t in read if trial.number != t.number]
+            key = tuple(map(id, trials))  # a changed trial is a new object (see the module docstring)
+        else:
+            trials = self._finished_trials(study)
+            key = (id(trials),)
+        if self._split is not None and self._split.key == key:
+            return self._split
+        if self._gamma is None:
+            self._gamma = (_tpe_module.default_gamma if len(study.directions) <= 1
+                           else _tpe_module.default_gamma_multiobjective)
+        n = sum(t.state != TrialState.RUNNING for t in trials)  # running trials are not ranked
+        below, above = _tpe_module._split_trials(study, trials, self._gamma(n))
+        self._split = _Split(key, trials, below, above, _numbers(below), _numbers(above))
+        return self._split
+
+    def _sample(self, study: Any, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        """Optuna's ``_sample`` (5.x), with the split from :meth:`_split_for`, for one parameter of
+        independent TPE; Optuna's own otherwise."""
+        if len(search_space) != 1 or not self._by_trial(study):
+            return super()._sample(study, trial, search_space)  # type: ignore[no-any-return]
+        split = self._split_for(study, trial)
+        mpe_below = self._build_parzen_estimator(study, search_space, split.below, handle_below=True)
+        mpe_above = self._build_parzen_estimator(study, search_space, split.above, handle_below=False)
+        samples_below = mpe_below.sample(self._rng.rng, self._n_ei_candidates)
+        acquisition = self._compute_acquisition_func(samples_below, mpe_below, mpe_above)
+        sampled = TPESampler._compare(samples_below, acquisition)
+        return {name: dist.to_external_repr(sampled[name]) for name, dist in search_space.items()}
 
     def _get_internal_repr(self, trials: list[FrozenTrial], search_space: dict[str, BaseDistribution],
                            *study_if_given: Any) -> dict[str, np.ndarray]:
@@ -141,7 +217,8 @@ class SplitOnceTPESampler(TPESampler):
         if self._columns is None or not self._columns.of(study):
             self._columns = _ParameterColumns(study._storage, study._study_id)
         ((name, distribution),) = search_space.items()
-        return {name: self._columns.gather(trials, name, distribution)}
+        numbers = self._split.numbers_of(trials) if self._split is not None else None
+        return {name: self._columns.gather(trials, name, distribution, numbers)}
 
     def _cached(self, call: Callable[[], Any]) -> Any:
         if not _INSTALLED:
@@ -154,11 +231,21 @@ class SplitOnceTPESampler(TPESampler):
 
     def before_trial(self, study: Any, trial: FrozenTrial) -> None:
         self._split_cache.clear()
+        self._finished = self._split = None  # release the last trial's lists
         super().before_trial(study, trial)
 
     def sample_independent(self, study: Any, trial: FrozenTrial, param_name: str, param_distribution: Any) -> Any:
-        return self._cached(lambda: super(SplitOnceTPESampler, self).sample_independent(
-            study, trial, param_name, param_distribution))
+        if not self._by_trial(study):  # Optuna's, with the split cached
+            return self._cached(lambda: super(SplitOnceTPESampler, self).sample_independent(
+                study, trial, param_name, param_distribution))
+        if len(self._finished_trials(study)) < self._n_startup_trials:  # as Optuna's: random at first
+            return self._random_sampler.sample_independent(study, trial, param_name, param_distribution)
+        return self._sample(study, trial, {param_name: param_distribution})[param_name]
 
     def sample_relative(self, study: Any, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
         return self._cached(lambda: super(SplitOnceTPESampler, self).sample_relative(study, trial, search_space))
+
+
+def _numbers(trials: list[FrozenTrial]) -> np.ndarray:
+    """``[len(trials)]`` int64: each trial's number."""
+    return np.fromiter(map(_NUMBER, trials), dtype=np.int64, count=len(trials))
