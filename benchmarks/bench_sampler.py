@@ -4,7 +4,7 @@ in memory (no storage), after N finished trials, for Optuna's TPE, principlelab'
 (mean over the last 20 trials).
 
     .venv/bin/python benchmarks/bench_sampler.py --trials 60 300
-    .venv/bin/python benchmarks/bench_sampler.py --trials 1000 2000 --samplers principlelab
+    .venv/bin/python benchmarks/bench_sampler.py --trials 1000 2000 --samplers principlelab --pruner hyperband
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import time
 import optuna
 
 
-def ms_per_trial(space: object, sampler: optuna.samplers.BaseSampler, trials: int) -> tuple[float, float]:
+def ms_per_trial(space: object, sampler: optuna.samplers.BaseSampler, trials: int,
+                 pruner: optuna.pruners.BasePruner | None = None) -> tuple[float, float]:
     """Mean ms of ``space.suggest`` and mean parameters sampled, over the last 20 of ``trials`` trials."""
     from principlelab.errors import ConfigError
 
-    study = optuna.create_study(direction="maximize", sampler=sampler, study_name="bench-sampler")
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner, study_name="bench-sampler")
     rng = random.Random(0)
     times, counts = [], []
     for _ in range(trials):
@@ -42,6 +43,10 @@ def main() -> None:
     parser.add_argument("--samplers", nargs="+", choices=["optuna", "principlelab", "random"],
                         default=["optuna", "principlelab", "random"],
                         help="which to measure: Optuna's TPESampler, SplitOnceTPESampler, RandomSampler")
+    parser.add_argument("--pruner", choices=["none", "hyperband"], default="none",
+                        help="the study's pruner: with Hyperband (the campaign default) Optuna hands TPE a bracket "
+                             "study for each parameter, which reads the storage anew (no trial reports, so none "
+                             "is pruned)")
     args = parser.parse_args()
     os.environ.setdefault("PRINCIPLELAB_DISABLE_PLUGIN_AUTOLOAD", "1")
     from principlelab.registry import get_registry
@@ -60,7 +65,9 @@ def main() -> None:
     print(f"{'sampler':<22} {'trials':>7} {'ms per trial':>13} {'params per trial':>17}")
     for n in args.trials:
         for name, make in samplers.items():
-            ms, params = ms_per_trial(space, make(), n)
+            hyperband = args.pruner == "hyperband"
+            pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=8) if hyperband else None
+            ms, params = ms_per_trial(space, make(), n, pruner)
             print(f"{name:<22} {n:>7} {ms:>13.1f} {params:>17.1f}")
 
 

@@ -44,7 +44,10 @@ def test_samples_equal_optunas_tpe(pruner: str | None, constant_liar: bool) -> N
     assert sum(state == optuna.trial.TrialState.COMPLETE for state, _, _ in histories[0]) > 10
 
 
-def test_the_split_is_computed_once_per_trial(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("constant_liar", [False, True])
+@pytest.mark.parametrize("pruner", [None, "hyperband"])  # Hyperband: TPE reads the storage for each parameter
+def test_the_split_is_computed_once_per_trial(monkeypatch: pytest.MonkeyPatch, pruner: str | None,
+                                              constant_liar: bool) -> None:
     assert tpe._INSTALLED
     wrapped = tpe._tpe_module._split_trials
     original = wrapped.__closure__[0].cell_contents  # Optuna's function, which the wrapper calls
@@ -57,12 +60,18 @@ def test_the_split_is_computed_once_per_trial(monkeypatch: pytest.MonkeyPatch) -
     for cell in wrapped.__closure__:
         if cell.cell_contents is original:
             monkeypatch.setattr(cell, "cell_contents", counting)
-    study = optuna.create_study(direction="maximize", sampler=tpe.SplitOnceTPESampler(seed=0, n_startup_trials=5))
-    study.optimize(conditional, n_trials=20)
+
+    def run(cls: type[optuna.samplers.TPESampler]) -> None:
+        study = optuna.create_study(
+            direction="maximize", sampler=cls(seed=0, n_startup_trials=5, constant_liar=constant_liar,
+                                              multivariate=False),
+            pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9) if pruner else None)
+        study.optimize(conditional, n_trials=20)
+
+    run(tpe.SplitOnceTPESampler)
     assert calls["n"] == 15  # once per trial after the 5 startup ones, not once per parameter
     calls["n"] = 0
-    plain = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5))
-    plain.optimize(conditional, n_trials=20)
+    run(optuna.samplers.TPESampler)
     assert calls["n"] >= 2 * 15  # another TPESampler: Optuna's behaviour, once per parameter
 
 

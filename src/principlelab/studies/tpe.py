@@ -50,7 +50,7 @@ __all__ = ["SplitOnceTPESampler"]
 _tpe_module = importlib.import_module("optuna.samplers._tpe.sampler")
 _NUMBER = operator.attrgetter("number")
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-_LIAR_STATES = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING]  # as Optuna's _sample
+_LIAR_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # as Optuna's _sample
 GATHERS_BY_TRIAL = "study" in inspect.signature(TPESampler._get_internal_repr).parameters
 """Whether this Optuna passes the study to ``_get_internal_repr`` (5.0 on), where values are kept by trial."""
 _SplitCache = dict[tuple[Any, ...], Any]
@@ -131,19 +131,30 @@ class _ParameterColumns:
 
 @dataclass
 class _Split:
-    """One list of trials split into the good ``below`` and the rest ``above``, with their trial numbers.
-    ``held`` is what ``key`` names by identity, kept alive so that no identity is reused while cached."""
+    """The good ``below`` and the bad ``above`` part of a history, with their trial numbers (int64)."""
 
-    key: tuple[int, ...]
-    held: list[FrozenTrial]
     below: list[FrozenTrial]
     above: list[FrozenTrial]
     below_numbers: np.ndarray
     above_numbers: np.ndarray
 
     def numbers_of(self, trials: list[FrozenTrial]) -> np.ndarray | None:
-        """``[len(trials)]`` int64 trial numbers of ``below`` or ``above``; None for any other list."""
+        """``[len(trials)]`` trial numbers of ``below`` or ``above``; None for any other list."""
         return self.below_numbers if trials is self.below else self.above_numbers if trials is self.above else None
+
+
+@dataclass
+class _History:
+    """The study's trials as one read returned them, while one trial samples, and what TPE derives from
+    them. ``key`` names every trial object but the sampled trial's (whose object changes with each
+    parameter it gets, and which TPE leaves out); ``snapshot`` keeps them alive, so that no identity is
+    reused while cached."""
+
+    number: int
+    key: tuple[int, ...]
+    snapshot: list[FrozenTrial]
+    finished: int  # complete and pruned trials
+    split: _Split | None = None
 
 
 class SplitOnceTPESampler(TPESampler):
@@ -154,42 +165,43 @@ class SplitOnceTPESampler(TPESampler):
         super().__init__(*args, **kwargs)
         self._split_cache: _SplitCache = {}
         self._columns: _ParameterColumns | None = None
-        self._finished: tuple[list[FrozenTrial], list[FrozenTrial]] | None = None  # a snapshot, its finished
-        self._split: _Split | None = None
+        self._history: _History | None = None
 
     def _by_trial(self, study: Any) -> bool:
         """Whether this sampler's own independent path runs (Optuna 5, independent TPE)."""
         return GATHERS_BY_TRIAL and not self._is_multivariate(study)
 
-    def _finished_trials(self, study: Any) -> list[FrozenTrial]:
-        """The complete and pruned trials of the study's cached snapshot, as Optuna's
-        ``study._get_trials(deepcopy=False, states=(COMPLETE, PRUNED), use_cache=True)``, filtered once
-        per snapshot (Optuna drops the snapshot at every ask and tell) instead of once per parameter."""
-        snapshot = study._get_trials(deepcopy=False, states=None, use_cache=True)
-        if self._finished is None or self._finished[0] is not snapshot:
-            self._finished = snapshot, [t for t in snapshot if t.state in _FINISHED]
-        return self._finished[1]
+    def _read(self, study: Any, trial: FrozenTrial, *, use_cache: bool) -> _History:
+        """The study's trials, read as Optuna's TPE reads them for each parameter
+        (``study._get_trials(deepcopy=False, ..., use_cache=use_cache)``: Optuna's snapshot, which it
+        drops at every ask and tell, or, with Hyperband, whose bracket study has no snapshot, or with
+        constant liar, the storage), and the :class:`_History` of those trial objects: reused while
+        they are the same objects, instead of filtered, counted and split again for each parameter."""
+        snapshot = study._get_trials(deepcopy=False, states=None, use_cache=use_cache)
+        last = self._history
+        if last is not None and last.snapshot is snapshot and last.number == trial.number:
+            return last
+        key = _identity_key(snapshot, trial.number)
+        if last is None or last.number != trial.number or last.key != key:
+            last = self._history = _History(trial.number, key, snapshot, sum(t.state in _FINISHED for t in snapshot))
+        return last
 
     def _split_for(self, study: Any, trial: FrozenTrial) -> _Split:
-        """The good/bad split that Optuna's ``_sample`` computes for each parameter, computed once for
-        each distinct list of trials: the finished trials of the cached snapshot or, with constant liar,
-        the trials read from the storage for this parameter (running ones too, less ``trial``)."""
-        if self._constant_liar:
-            read = study._get_trials(deepcopy=False, states=_LIAR_STATES, use_cache=False)
-            trials = [t for t in read if trial.number != t.number]
-            key = tuple(map(id, trials))  # a changed trial is a new object (see the module docstring)
-        else:
-            trials = self._finished_trials(study)
-            key = (id(trials),)
-        if self._split is not None and self._split.key == key:
-            return self._split
-        if self._gamma is None:
-            self._gamma = (_tpe_module.default_gamma if len(study.directions) <= 1
-                           else _tpe_module.default_gamma_multiobjective)
-        n = sum(t.state != TrialState.RUNNING for t in trials)  # running trials are not ranked
-        below, above = _tpe_module._split_trials(study, trials, self._gamma(n))
-        self._split = _Split(key, trials, below, above, _numbers(below), _numbers(above))
-        return self._split
+        """The good/bad split that Optuna's ``_sample`` computes for each parameter, once per history:
+        the complete and pruned trials or, with constant liar, the running ones too, less ``trial``."""
+        history = self._read(study, trial, use_cache=not self._constant_liar)
+        if history.split is None:
+            if self._constant_liar:
+                trials = [t for t in history.snapshot if t.state in _LIAR_STATES and t.number != trial.number]
+            else:
+                trials = [t for t in history.snapshot if t.state in _FINISHED]
+            if self._gamma is None:
+                self._gamma = (_tpe_module.default_gamma if len(study.directions) <= 1
+                               else _tpe_module.default_gamma_multiobjective)
+            n = sum(t.state != TrialState.RUNNING for t in trials)  # running trials are not ranked
+            below, above = _tpe_module._split_trials(study, trials, self._gamma(n))
+            history.split = _Split(below, above, _numbers(below), _numbers(above))
+        return history.split
 
     def _sample(self, study: Any, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         """Optuna's ``_sample`` (5.x), with the split from :meth:`_split_for`, for one parameter of
@@ -217,7 +229,8 @@ class SplitOnceTPESampler(TPESampler):
         if self._columns is None or not self._columns.of(study):
             self._columns = _ParameterColumns(study._storage, study._study_id)
         ((name, distribution),) = search_space.items()
-        numbers = self._split.numbers_of(trials) if self._split is not None else None
+        split = self._history.split if self._history is not None else None
+        numbers = split.numbers_of(trials) if split is not None else None
         return {name: self._columns.gather(trials, name, distribution, numbers)}
 
     def _cached(self, call: Callable[[], Any]) -> Any:
@@ -231,19 +244,29 @@ class SplitOnceTPESampler(TPESampler):
 
     def before_trial(self, study: Any, trial: FrozenTrial) -> None:
         self._split_cache.clear()
-        self._finished = self._split = None  # release the last trial's lists
+        self._history = None  # release the last trial's objects
         super().before_trial(study, trial)
 
     def sample_independent(self, study: Any, trial: FrozenTrial, param_name: str, param_distribution: Any) -> Any:
         if not self._by_trial(study):  # Optuna's, with the split cached
             return self._cached(lambda: super(SplitOnceTPESampler, self).sample_independent(
                 study, trial, param_name, param_distribution))
-        if len(self._finished_trials(study)) < self._n_startup_trials:  # as Optuna's: random at first
+        if self._read(study, trial, use_cache=True).finished < self._n_startup_trials:  # as Optuna's
             return self._random_sampler.sample_independent(study, trial, param_name, param_distribution)
         return self._sample(study, trial, {param_name: param_distribution})[param_name]
 
     def sample_relative(self, study: Any, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
         return self._cached(lambda: super(SplitOnceTPESampler, self).sample_relative(study, trial, search_space))
+
+
+def _identity_key(snapshot: list[FrozenTrial], number: int) -> tuple[int, ...]:
+    """The identities of the trial objects in ``snapshot``, 0 in place of trial ``number``'s."""
+    ids = list(map(id, snapshot))
+    if number < len(snapshot) and snapshot[number].number == number:  # storages list trials by number
+        ids[number] = 0
+    else:
+        ids = [0 if t.number == number else i for t, i in zip(snapshot, ids, strict=True)]
+    return tuple(ids)
 
 
 def _numbers(trials: list[FrozenTrial]) -> np.ndarray:
