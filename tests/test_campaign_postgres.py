@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from principlelab.errors import StorageError
 from principlelab.studies.optuna_setup import close_storage, make_storage
-from slow_principles import slow_principles
+from slow_principles import slow_principles, small_campaign
 
 pytestmark = pytest.mark.postgres
 
@@ -38,38 +38,6 @@ REQUIRE_ENV = "PRINCIPLELAB_REQUIRE_POSTGRES"
 TIMEOUT_S = 150
 
 
-CAMPAIGN = """
-name = "{name}"
-tasks = ["digits"]
-seed = 0
-
-[network]
-hidden = [16]
-
-[search]
-connectivity = ["dense"]
-learning = ["backprop"]
-trigger = ["slow_never"]
-growth = ["none", "random"]
-composition = ["sequential"]
-
-[[levels]]
-name = "coarse"
-data_fraction = 0.2
-epochs = 2
-trials = {trials}
-sampler = "random"
-pruner = "none"
-
-[[levels]]
-name = "fine"
-epochs = 2
-seeds = {seeds}
-
-[promotion]
-rule = "top_k"
-k = {k}
-"""
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -79,7 +47,7 @@ def write_campaign(directory: Path, *, name: str, trials: int, seeds: int, k: in
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "principles.py").write_text(slow_principles(sleep_s))
     path = directory / "campaign.toml"
-    path.write_text(CAMPAIGN.format(name=name, trials=trials, seeds=seeds, k=k))
+    path.write_text(small_campaign(name, trials=trials, seeds=seeds, k=k))
     return path
 
 

@@ -23,44 +23,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from principlelab.errors import StorageError
 from principlelab.studies.optuna_setup import close_storage, make_storage
-from slow_principles import slow_principles
+from slow_principles import slow_principles, small_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "principlelab-example-plugin"
 TIMEOUT_S = 150
 
-CAMPAIGN = """
-name = "{name}"
-tasks = ["digits"]
-seed = 0
-
-[network]
-hidden = [16]
-
-[search]
-connectivity = ["dense"]
-learning = ["backprop"]
-trigger = {trigger}
-growth = {growth}
-composition = ["sequential"]
-
-[[levels]]
-name = "coarse"
-data_fraction = 0.2
-epochs = 2
-trials = {trials}
-sampler = "random"
-pruner = "none"
-
-[[levels]]
-name = "fine"
-epochs = 2
-seeds = {seeds}
-
-[promotion]
-rule = "top_k"
-k = {k}
-"""
 
 # A trigger that never fires but sleeps after every epoch, so a campaign can be killed in mid-trial.
 SLOW_PRINCIPLES = slow_principles(0.4)
@@ -114,8 +82,8 @@ def test_installing_a_plugin_opens_a_new_linked_study_version(tmp_path: Path,
                                                               example_plugin_path: Path) -> None:
     name, trials, seeds, k = "versions", 4, 1, 2
     path = tmp_path / "campaign.toml"
-    path.write_text(CAMPAIGN.format(name=name, trigger='["never", "every_k"]', growth='"all"', trials=trials,
-                                    seeds=seeds, k=k))
+    path.write_text(small_campaign(name, trigger='["never", "every_k"]', growth='"all"', trials=trials,
+                                   seeds=seeds, k=k))
     url = f"sqlite:///{tmp_path / 'plab.db'}"
 
     plab(hermetic_env(), tmp_path, "campaign", "run", str(path), "--storage", url)  # fingerprint A
@@ -180,8 +148,7 @@ def running(pid: int) -> bool:
 def test_rerunning_an_interrupted_campaign_repeats_no_finished_trial(tmp_path: Path) -> None:
     name, trials, seeds, k = "resume", 8, 1, 2
     path = tmp_path / "campaign.toml"
-    path.write_text(CAMPAIGN.format(name=name, trigger='["slow_never"]', growth='["none", "random"]',
-                                    trials=trials, seeds=seeds, k=k))
+    path.write_text(small_campaign(name, trials=trials, seeds=seeds, k=k))
     (tmp_path / "principles.py").write_text(SLOW_PRINCIPLES)
     url = f"sqlite:///{tmp_path / 'plab.db'}"
     coarse_name = f"{name}/digits/coarse/v1"
