@@ -6,30 +6,16 @@ import pytest
 import torch
 
 from principlelab.core.network import ACTIVATIONS, Block, Network
+from tiny_networks import WIDTHS, tiny_inputs, tiny_net
 
-WIDTHS = [5, 4, 6, 3]  # input 5, hidden 4 and 6, output 3
 
-
-def _net(activation: str = "relu", *, masked: bool = False, skips: bool = False, seed: int = 0) -> Network:
-    """A tiny network; ``skips`` adds random-weight skips 0->2 and 1->3; ``masked`` masks every block."""
-    g = torch.Generator().manual_seed(seed)
-    net = Network(WIDTHS, activation=activation, generator=g)
-    if skips:
-        net.add_skip(0, 2)
-        net.add_skip(1, 3)
-        with torch.no_grad():
-            for blk in net.skips.values():
-                blk.weight.copy_(torch.randn(blk.weight.shape, generator=g) * 0.3)
-    if masked:
-        for blk in [*net.layers, *net.skips.values()]:
-            blk.mask = (torch.rand(blk.weight.shape, generator=g) < 0.6).float()
-        net._changed()
-    net.pop_param_remap()
-    return net
+def _net(activation: str = "relu", *, masked: bool = False, skips: bool = False, seed: int = 0,
+         max_width: int | None = None) -> Network:
+    return tiny_net(activation, masked=masked, skips=skips, seed=seed, max_width=max_width)
 
 
 def _x(n: int = 7, seed: int = 1) -> torch.Tensor:
-    return torch.randn(n, WIDTHS[0], generator=torch.Generator().manual_seed(seed))
+    return tiny_inputs(n, seed)
 
 
 def _reference(net: Network, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
