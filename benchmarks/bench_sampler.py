@@ -57,19 +57,16 @@ def main() -> None:
     quiet_optuna()
     space = SearchSpace(get_registry())
     tpe_args = tpe_arguments(0, workers=1)  # the campaign's (independent TPE), for both TPE samplers
-    samplers = {"optuna TPESampler": lambda: optuna.samplers.TPESampler(**tpe_args),
-                "SplitOnceTPESampler": lambda: SplitOnceTPESampler(**tpe_args),
-                "RandomSampler": lambda: optuna.samplers.RandomSampler(seed=0)}
-    chosen = dict(zip(["optuna", "principlelab", "random"], samplers, strict=True))
-    samplers = {name: make for name, make in samplers.items() if name in {chosen[c] for c in args.samplers}}
+    samplers = {"optuna": ("optuna TPESampler", lambda: optuna.samplers.TPESampler(**tpe_args)),
+                "principlelab": ("SplitOnceTPESampler", lambda: SplitOnceTPESampler(**tpe_args)),
+                "random": ("RandomSampler", lambda: optuna.samplers.RandomSampler(seed=0))}
+    hyperband = args.pruner == "hyperband"
     print(f"{'sampler':<22} {'trials':>7} {'ms per trial':>13} {'params per trial':>17}")
     for n in args.trials:
-        for name, make in samplers.items():
-            hyperband = args.pruner == "hyperband"
+        for name, make in (samplers[key] for key in args.samplers):
             pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=8) if hyperband else None
             ms, params = ms_per_trial(space, make(), n, pruner)
             print(f"{name:<22} {n:>7} {ms:>13.1f} {params:>17.1f}")
-
 
 if __name__ == "__main__":
     main()

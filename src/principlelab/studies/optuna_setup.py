@@ -18,6 +18,7 @@ from principlelab.studies.sql_setup import is_sqlite, mask_url, sqlite_pragmas
 
 HEARTBEAT_INTERVAL_S = int(os.environ.get("PRINCIPLELAB_HEARTBEAT_INTERVAL", "10"))
 HEARTBEAT_GRACE_S = int(os.environ.get("PRINCIPLELAB_HEARTBEAT_GRACE", "60"))
+_SQLITE_BUSY_TIMEOUT_MS = 30_000  # Optuna's RDB storage on SQLite: writers queue this long
 """A trial whose worker sent no heartbeat for the grace period is failed and retried."""
 
 
@@ -83,7 +84,8 @@ def make_storage(url: str, failed_trial_callback: Callable[..., Any] | None = No
     accepted = inspect.signature(optuna.storages.RDBStorage.__init__).parameters
     callback_arg = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in accepted
                     else "failed_trial_callback")
-    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}} if is_sqlite(url) else {"pool_pre_ping": True}
+    engine_kwargs: dict[str, Any] = ({"connect_args": {"timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000}} if is_sqlite(url)
+                                     else {"pool_pre_ping": True})
     callback: dict[str, Any] = {callback_arg: failed_trial_callback}
     try:
         storage = optuna.storages.RDBStorage(
@@ -93,7 +95,7 @@ def make_storage(url: str, failed_trial_callback: Callable[..., Any] | None = No
         if is_sqlite(url):
             # WAL with synchronous=NORMAL: no fsync per commit (each Optuna call commits), and the database
             # stays consistent; a power cut can lose the last commits, never corrupt the file.
-            event.listen(storage.engine, "connect", sqlite_pragmas(30_000))
+            event.listen(storage.engine, "connect", sqlite_pragmas(_SQLITE_BUSY_TIMEOUT_MS))
             storage.engine.dispose()
         return storage
     except Exception as exc:  # sqlalchemy errors, missing drivers, bad paths
