@@ -412,6 +412,10 @@ def test_workers_on_sqlite_points_to_postgresql_and_writes_nothing(tmp_path: Pat
     line = error_line(invoke("campaign", "run", str(path), "--workers", "2"))
     assert "--workers 2" in line and "SQLite" in line and "PostgreSQL" in line and "postgresql+psycopg://" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["campaign.toml"]
+    line = error_line(invoke("worker", "--campaign", "tiny", "--storage", f"sqlite:///{tmp_path / 'w.db'}"))
+    assert line.startswith("plab: error: plab worker (joining a campaign other processes run) needs a database "
+                           "server: SQLite") and "--workers" not in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["campaign.toml"]
 
 
 def test_an_unreachable_database_is_one_line_with_the_password_masked(tmp_path: Path,
@@ -462,3 +466,17 @@ def test_a_retried_trial_keeps_its_recipe_but_not_the_dead_trials_pruner_rungs()
     assert not any(k.startswith("completed_rung_") for k in waiting.system_attrs)
     retry(study, waiting)  # a second death exceeds max_retry=1: no more retries
     assert len(study.trials) == 2
+
+
+@pytest.mark.parametrize("ahead", ["--sample-ahead", "--no-sample-ahead"])
+def test_a_time_budget_counts_from_the_levels_first_trial_so_a_rerun_trains_nothing(tmp_path: Path, ahead: str):
+    """``time_budget_s`` is the level's, not each run's: rerunning a finished campaign starts no new trial."""
+    text = campaign_toml("budget", fine=False).replace("trials = 8", "time_budget_s = 1.0")
+    path = write(tmp_path, text)
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    run_campaign(path, "--storage", url, ahead)
+    db = LeaderboardDB(url)
+    first = [(r.id, r.status) for r in runs_by_level(db, "budget")["coarse"]]
+    assert len(first) >= 3  # tiny trials: several fit in a second
+    run_campaign(path, "--storage", url, ahead)
+    assert [(r.id, r.status) for r in runs_by_level(db, "budget")["coarse"]] == first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -150,3 +151,31 @@ def test_user_data_file_trains(tmp_path):
     np.savez(path, X=x, y=y)
     result = run_json("--task", f"file:{path}", "--epochs", "10", "--hidden", "32")
     assert result["test_accuracy"] > 0.85
+
+
+def test_a_skipped_plugin_is_one_warning_line_and_an_undeclared_signal_one_error_line(tmp_path):
+    """What a plugin author sees: no Python file/line/source for the warning, no traceback for the error."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    plab = Path(sys.executable).with_name("plab")
+    (tmp_path / "recipe.toml").write_text('task = "digits"\n[fidelity]\nepochs = 2\n[network]\nhidden = [16]\n'
+                                          '[growth]\nname = "reads_grad_norms"\n[trigger]\nname = "every_k"\n'
+                                          'config = { k = 1 }\n')
+    rule = ("from typing import ClassVar\nfrom principlelab.core import principles as P\n"
+            "from principlelab.registry import hookimpl\n\nclass R(P.GrowthRule):\n"
+            "    name: ClassVar[str] = 'reads_grad_norms'\n\n    def grow(self, net, signals, generator):\n"
+            "        signals.grad_norms\n        return []\n\nclass Bad(R):\n    name: ClassVar[str] = 'a.b'\n\n"
+            "@hookimpl\ndef register_growth_rules(register):\n    register(R)\n    register(Bad)\n")
+    (tmp_path / "principles.py").write_text(rule)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRINCIPLELAB_STRICT")}
+    proc = subprocess.run([str(plab), "run", "--recipe", "recipe.toml"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 2, proc.stderr
+    assert lines[0].startswith("plab: warning: principlelab plugin local:") and "'a.b' is not allowed" in lines[0]
+    assert lines[1] == ("plab: error: signals.grad_norms was read, but no principle of this run declares "
+                        "'grad_norms' in its required_signals, so none were recorded; add it to the reading "
+                        "principle's required_signals")

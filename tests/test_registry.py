@@ -201,6 +201,12 @@ def test_register_rejects_a_class_of_another_slot() -> None:
     ("class X(P.GrowthRule):\n    name = 'x'\n", "is abstract; implement grow"),
     ("class X(P.GrowthRule):\n    name = 'x'\n    class Config(P.PrincipleConfig):\n"
      "        k: int = Field(0, ge=1)\n    def grow(self, n, s, g): return []\n", "defaults do not validate"),
+    ("from pydantic import BaseModel\nclass X(P.GrowthRule):\n    name = 'x'\n    class Config(BaseModel):\n"
+     "        k: int = 1\n    def grow(self, n, s, g): return []\n", "accepts unknown keys; subclass PrincipleConfig"),
+    ("class X(P.GrowthRule):\n    name = 'x'\n    required_signals = frozenset({'grad_norm'})\n"
+     "    def grow(self, n, s, g): return []\n", r"required_signals must be a set of signal names from activation"),
+    ("class X(P.GrowthRule):\n    name = 'x'\n    required_signals = 'loss'\n"
+     "    def grow(self, n, s, g): return []\n", "required_signals must be a set"),
 ])
 def test_add_validates_classes(body: str, error: str) -> None:
     namespace: dict[str, Any] = {}
@@ -245,6 +251,7 @@ BROKEN = {
     "import_error": ("import not_a_module_that_exists_xyz\n", r"import failed: ModuleNotFoundError"),
     "raises_on_import": ("raise RuntimeError('boom at import')\n",
                          r"import failed: RuntimeError: boom at import"),
+    "exits_on_import": ("import sys\nsys.exit(3)\n", r"import failed: SystemExit: 3"),
     "hook_raises": (HEADER + "@hookimpl\ndef register_triggers(register):\n    raise ValueError('bad')\n",
                     r"register_triggers raised ValueError: bad"),
     "wrong_base": (HEADER + "class T(P.Trigger):\n    name = 'tt'\n    def on_step(self, s): return None\n"
@@ -265,14 +272,14 @@ def test_broken_plugin_is_skipped_with_a_warning(kind: str, write_module: Callab
     good = write_module("good", growth_plugin("good_growth"))
     bad = write_module("bad", body)
     entry_points(("bad", bad, "broken-pkg"), ("good", good, "good-pkg"))
-    with pytest.warns(PluginWarning, match=r"principlelab plugin broken-pkg 1\.2\.3 .* skipped: " + error):
+    with pytest.warns(PluginWarning, match=r"principlelab plugin broken-pkg 1\.2\.3 .* skipped( \(.*\))?: " + error):
         reg = get_registry(default_plugins=())
     assert reg.names("growth") == ["good_growth"]
     assert reg.names("trigger") == []
     assert len(reg.problems) == 1 and "broken-pkg" in reg.problems[0]
     get_plugin_manager(default_plugins=()).check_pending()
 
-    with pytest.raises(PluginError, match=r"broken-pkg 1\.2\.3 .* skipped: " + error):
+    with pytest.raises(PluginError, match=r"broken-pkg 1\.2\.3 .* failed.* strict mode is on .*: " + error):
         get_registry(default_plugins=(), strict=True)
 
 
@@ -307,7 +314,8 @@ def test_one_bad_class_does_not_drop_the_plugins_other_classes(
         write_module: Callable[[str, str], str], entry_points: Callable[..., Any]) -> None:
     body = growth_plugin("ok_one").replace("register(G)", "register(int); register(G)")
     entry_points(("mixed", write_module("mixed", body), "mixed-pkg"))
-    with pytest.warns(PluginWarning, match="mixed-pkg.*not a principle class"):
+    with pytest.warns(PluginWarning, match=r"mixed-pkg .*: class int skipped \(the plugin's other principles "
+                                           r"and tasks are kept\): .*not a principle class"):
         reg = get_registry(default_plugins=())
     assert reg.names("growth") == ["ok_one"]
 

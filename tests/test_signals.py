@@ -9,6 +9,7 @@ import torch
 
 from principlelab.core.network import Network
 from principlelab.core.signals import KNOWN_SIGNALS, Signals, layer_stats
+from principlelab.errors import ConfigError
 
 
 def _net(activation: str = "relu", seed: int = 0) -> Network:
@@ -99,6 +100,12 @@ def test_unknown_signal_rejected() -> None:
     assert {"loss", "grad_norms", "activation_stats"} == KNOWN_SIGNALS
     assert Signals(_net(), frozenset({"grad_norms"})).wants_grad_norms
     assert not Signals(_net()).wants_grad_norms
+
+
+def test_reading_undeclared_grad_norms_is_an_error_not_an_empty_list() -> None:
+    with pytest.raises(ConfigError, match="no principle of this run declares 'grad_norms'"):
+        Signals(_net()).grad_norms  # noqa: B018
+    assert Signals(_net(), frozenset({"grad_norms"})).grad_norms == []
 
 
 def test_record_step_losses_and_epochs() -> None:

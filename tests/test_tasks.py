@@ -189,6 +189,9 @@ def test_register_custom_task() -> None:
         assert known_tasks()["tiny-test"] == "tiny"
         with pytest.raises(ConfigError, match="already registered"):
             register_task("tiny-test", loader)
+        with pytest.raises(ConfigError, match="the loader must be a function returning a RawTask, got 42"):
+            register_task("tiny-test-2", 42)  # type: ignore[arg-type]
+        assert "tiny-test-2" not in known_tasks()
         data = load_task("tiny-test", fidelity=Fidelity(input_resolution=0.5), seed=0)
         assert data.input_shape == (1, 1) and data.x_train.dtype == torch.float32
         assert data.x_train[:, 0].tolist() == [1.5, 5.5]

@@ -1,13 +1,15 @@
 """The ``plab`` command line: parse and dispatch only; the work lives in the library.
 
 Every :class:`~principlelab.errors.PrincipleLabError` becomes one line on stderr
-(``plab: error: ...``) and exit code 2, with no traceback.
+(``plab: error: ...``) and exit code 2, with no traceback; a skipped plugin's
+:class:`~principlelab.registry.manager.PluginWarning` is one line too (``plab: warning: ...``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Any
 
 import click
@@ -31,7 +33,22 @@ def main() -> None:
     """principlelab: search the space of neural-network principles and keep every result."""
     import torch
 
+    warnings.formatwarning = _one_line_plugin_warnings
+
     torch.set_num_threads(int(os.environ.get("PRINCIPLELAB_THREADS", "1")))
+
+
+_python_formatwarning = warnings.formatwarning
+
+
+def _one_line_plugin_warnings(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                              line: str | None = None) -> str:
+    """A skipped plugin is one line (``plab: warning: ...``), not Python's file, line and source."""
+    from principlelab.registry.manager import PluginWarning
+
+    if issubclass(category, PluginWarning):
+        return f"plab: warning: {message}\n"
+    return _python_formatwarning(message, category, filename, lineno, line)
 
 
 def _register_commands() -> None:

@@ -172,7 +172,7 @@ def worker(name: str, storage: str, principles_dir: Path | None, sample_ahead: b
     from principlelab.registry import get_registry
     from principlelab.studies.optuna_setup import check_workers
 
-    check_workers(storage, 2)
+    check_workers(storage, 2, what="plab worker (joining a campaign other processes run)")
     registry = get_registry(local_dir=principles_dir)
     runner = CampaignRunner.from_storage(name, storage, registry=registry, workers=2, local_workers=1,
                                          sample_ahead=sample_ahead)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from principlelab.core.network import ACTIVATION_BOUNDS
+from principlelab.errors import ConfigError
 
 if TYPE_CHECKING:
     from principlelab.core.network import Network
@@ -151,7 +152,15 @@ class Signals:
 
     @property
     def grad_norms(self) -> list[list[float]]:
-        """Per step, the gradient norm of each weight layer (only if ``grad_norms`` is required)."""
+        """Per step, the gradient norm of each weight layer.
+
+        Recorded only when a principle of the run declares ``"grad_norms"`` in its
+        ``required_signals``; reading it otherwise raises :class:`ConfigError` (it would be empty).
+        """
+        if not self.wants_grad_norms:
+            raise ConfigError("signals.grad_norms was read, but no principle of this run declares 'grad_norms' "
+                              "in its required_signals, so none were recorded; add it to the reading principle's "
+                              "required_signals")
         self._sync()
         return self._grad_norms
 

@@ -92,6 +92,8 @@ def register_task(
         raise ConfigError(
             f"task name {name!r} is not allowed; use a non-empty name not starting with 'file:'"
         )
+    if not callable(loader):
+        raise ConfigError(f"task {name!r}: the loader must be a function returning a RawTask, got {loader!r}")
     if name in _TASKS and not replace:
         raise ConfigError(f"task {name!r} is already registered; pass replace=True to override it")
     _TASKS[name] = (loader, description)

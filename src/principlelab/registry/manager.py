@@ -136,11 +136,18 @@ class _Builder:
         self.registry = Registry()
         self.plugins: list[tuple[str, PluginSource]] = []  # (pluggy plugin name, source), in order
 
-    def fail(self, source: PluginSource | str, error: str) -> None:
+    def fail(self, source: PluginSource | str, error: str, *, part: str | None = None) -> None:
+        """Skip the plugin (warn; raise in strict mode), or with ``part`` only that part of it."""
         who = source if isinstance(source, str) else f"{source.package} {source.version} ({source.module})"
-        message = _one_line(f"principlelab plugin {who} skipped: {error}")
-        if self.strict:
-            raise PluginError(message)
+        if self.strict:  # nothing is skipped: the command stops here
+            what = "" if part is None else f" ({part})"
+            raise PluginError(_one_line(f"principlelab plugin {who} failed{what} and strict mode is on "
+                                        f"(PRINCIPLELAB_STRICT_PLUGINS): {error}"))
+        if part is None:
+            message = _one_line(f"principlelab plugin {who} skipped: {error}")
+        else:
+            message = _one_line(f"principlelab plugin {who}: {part} skipped (the plugin's other principles "
+                                f"and tasks are kept): {error}")
         self.registry.problems.append(message)
         warnings.warn(message, PluginWarning, stacklevel=2)
 
@@ -149,7 +156,7 @@ class _Builder:
     def add_module(self, load: Callable[[], object], source: PluginSource, plugin_name: str) -> None:
         try:
             plugin = load()
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a plugin calling sys.exit() at import must not end plab
             self.fail(source, f"import failed: {_describe(exc)}")
             return
         try:
@@ -250,7 +257,7 @@ class _Builder:
             try:
                 self.registry.add(cls, source, slot=slot)
             except PluginError as exc:
-                self.fail(source, str(exc))  # raises in strict mode, else skips this class only
+                self.fail(source, str(exc), part=f"class {getattr(cls, '__qualname__', repr(cls))}")
                 return
             added.append((slot, cls.name))
 
@@ -271,7 +278,7 @@ class _Builder:
                     exc_text = f"{_describe(exc)} (task {name!r} already registered from {previous})"
                 else:
                     exc_text = _describe(exc)
-                self.fail(source, f"task {name!r}: {exc_text}")
+                self.fail(source, exc_text, part=f"task {name!r}")
                 return
             _TASK_SOURCES[name] = source
             self.registry.task_sources[name] = source

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from principlelab.core.principles import PRINCIPLE_BASES, Principle
 from principlelab.core.recipe import SLOTS, Recipe
+from principlelab.core.signals import KNOWN_SIGNALS
 from principlelab.errors import ConfigError, PluginError, UnknownNameError, format_validation_error
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
@@ -96,6 +97,9 @@ class Registry:
         if not (isinstance(config, type) and issubclass(config, BaseModel)):
             raise PluginError(f"{slot}.{name} ({cls.__qualname__}) has Config={config!r}; it must "
                               "be a pydantic BaseModel subclass (e.g. of PrincipleConfig)")
+        if config.model_config.get("extra") != "forbid":  # else a misspelled key would be silently ignored
+            raise PluginError(f"{slot}.{name} ({cls.__qualname__}) has a Config that accepts unknown keys; "
+                              "subclass PrincipleConfig (or set model_config = ConfigDict(extra='forbid'))")
         try:  # pydantic does not validate defaults: pass them in as values
             config(**{field: info.get_default(call_default_factory=True)
                       for field, info in config.model_fields.items() if not info.is_required()})
@@ -106,6 +110,10 @@ class Registry:
         if inspect.isabstract(cls):
             missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
             raise PluginError(f"{slot}.{name} ({cls.__qualname__}) is abstract; implement {missing}")
+        signals = getattr(cls, "required_signals", frozenset())
+        if isinstance(signals, str) or not isinstance(signals, (set, frozenset)) or not signals <= KNOWN_SIGNALS:
+            raise PluginError(f"{slot}.{name}.required_signals must be a set of signal names from "
+                              f"{', '.join(sorted(KNOWN_SIGNALS))}; got {signals!r}")
         incompatible = getattr(cls, "incompatible_with", {})
         if not isinstance(incompatible, Mapping) or any(
                 k not in PRINCIPLE_BASES or isinstance(v, str) for k, v in incompatible.items()):

@@ -192,7 +192,9 @@ class CampaignRunner:
     def run_level(self, ctx: LevelContext, study: optuna.Study) -> None:
         level, objective = ctx.level, Objective(ctx)
         target = level.trials if ctx.level_index == 0 else None
-        deadline = time.monotonic() + level.time_budget_s if level.time_budget_s and ctx.level_index == 0 else None
+        deadline = None
+        if level.time_budget_s and ctx.level_index == 0:
+            deadline = self.level_deadline(study, level.time_budget_s)
         progress = LevelProgress(ctx.task, level.name, 0, target, 0, None)
         if self.sample_ahead and ctx.level_index == 0 and level.pruner_name(0) in SAMPLE_AHEAD_PRUNERS:
             run_level_sampled_ahead(self, ctx, study, progress, target, deadline)
@@ -210,6 +212,18 @@ class CampaignRunner:
                     return objective(trial)
 
                 study.optimize(run, n_trials=1, catch=(Exception,), gc_after_trial=False)
+
+    @staticmethod
+    def level_deadline(study: optuna.Study, budget_s: float) -> float:
+        """``time.monotonic()`` at which the level's ``time_budget_s`` runs out.
+
+        The budget counts from the level's first trial, whichever worker or run started it, so a
+        rerun of a finished level starts no more trials and a worker that joins late stops with the
+        others. Time between an interrupted run and its rerun counts too.
+        """
+        starts = [t.datetime_start for t in study.get_trials(deepcopy=False) if t.datetime_start is not None]
+        started = min(starts).timestamp() if starts else time.time()  # Optuna's naive local times
+        return time.monotonic() + (started + budget_s - time.time())
 
     def may_start_trial(self, ctx: LevelContext, study: optuna.Study, progress: LevelProgress, target: int | None,
                         deadline: float | None) -> bool:

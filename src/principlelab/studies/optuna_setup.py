@@ -31,12 +31,13 @@ def quiet_optuna() -> None:
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
-def check_workers(url: str, workers: int) -> None:
-    """SQLite serialises writers: several worker processes need PostgreSQL."""
+def check_workers(url: str, workers: int, *, what: str | None = None) -> None:
+    """SQLite serialises writers: several worker processes need PostgreSQL. ``what`` names the
+    request in the error (default ``--workers N``)."""
     if workers > 1 and is_sqlite(url):
         raise ConfigError(
-            f"--workers {workers} needs a database server: SQLite ({url}) is for one process. Start PostgreSQL "
-            "and pass --storage postgresql+psycopg://USER:PASSWORD@HOST/DB (see docs/campaigns.md)")
+            f"{what or f'--workers {workers}'} needs a database server: SQLite ({url}) is for one process. "
+            "Start PostgreSQL and pass --storage postgresql+psycopg://USER:PASSWORD@HOST/DB (see docs/campaigns.md)")
 
 
 def retry_callback(max_retry: int = 3) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
