@@ -480,3 +480,14 @@ def test_a_time_budget_counts_from_the_levels_first_trial_so_a_rerun_trains_noth
     assert len(first) >= 3  # tiny trials: several fit in a second
     run_campaign(path, "--storage", url, ahead)
     assert [(r.id, r.status) for r in runs_by_level(db, "budget")["coarse"]] == first
+
+
+def test_a_campaign_file_that_is_not_utf8_is_one_line_and_writes_nothing(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PRINCIPLELAB_STORAGE", raising=False)
+    (tmp_path / "campaign.toml").write_bytes(b"# r\xe9sum\xe9\n" + campaign_toml().encode())
+    line = error_line(invoke("campaign", "run", "campaign.toml"))
+    assert line == ("plab: error: campaign file 'campaign.toml' is not UTF-8 text (TOML files are UTF-8): "
+                    "byte 0xe9 at offset 3; save it as UTF-8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["campaign.toml"]

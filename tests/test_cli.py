@@ -179,3 +179,12 @@ def test_a_skipped_plugin_is_one_warning_line_and_an_undeclared_signal_one_error
     assert lines[1] == ("plab: error: signals.grad_norms was read, but no principle of this run declares "
                         "'grad_norms' in its required_signals, so none were recorded; add it to the reading "
                         "principle's required_signals")
+
+
+def test_an_unknown_key_lists_the_allowed_keys_and_a_bad_value_the_whole_range():
+    code, _, err = invoke("run", "--growth", "random", "--set", "growth.random.typo=5")
+    assert_one_line_error(code, err, "growth.random.typo: Extra inputs are not permitted (got 5); "
+                          "allowed keys: units, operator, noise, max_total")
+    code, _, err = invoke("run", "--growth", "random", "--set", "growth.random.units=5000")
+    assert_one_line_error(code, err, "growth.random.units: Input should be less than or equal to 4096 (got 5000); "
+                          "allowed: 1 <= units <= 4096")

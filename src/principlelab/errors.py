@@ -7,8 +7,9 @@ so the CLI can print it as-is (``plab: error: ...``) and exit non-zero.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 
 class PrincipleLabError(Exception):
@@ -51,12 +52,59 @@ class StorageError(PrincipleLabError):
     """A database that cannot be reached or written."""
 
 
-def format_validation_error(prefix: str, exc: ValidationError) -> str:
-    """One line naming each bad field (``prefix.field``), the bad value and the bound it broke."""
+def format_validation_error(prefix: str, exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """One line naming each bad field (``prefix.field``), the bad value and the bound it broke.
+
+    With the validated ``model``, an unknown key also lists the allowed keys, and a value out of
+    range the field's whole range.
+    """
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
         value = err.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        parts.append(f"{loc}: {err['msg']}{shown}")
+        parts.append(f"{loc}: {err['msg']}{shown}{_allowed(model, err)}")
     return "; ".join(parts)
+
+
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+_BOUNDS = (("ge", "{} <= "), ("gt", "{} < "), ("le", " <= {}"), ("lt", " < {}"))
+
+
+def _allowed(model: type[BaseModel] | None, err: Any) -> str:
+    """``; allowed keys: ...`` or ``; allowed: LOW <= field <= HIGH`` for ``err``, if ``model`` says."""
+    if model is None or err["type"] not in _RANGE_ERRORS | {"extra_forbidden"}:
+        return ""
+    *parents, last = err["loc"]
+    owner: type[BaseModel] | None = model
+    for part in parents:
+        if isinstance(part, int) or owner is None:
+            continue  # an item of a list field: its model was found with the field
+        owner = _model_in(owner.model_fields[part].annotation) if part in owner.model_fields else None
+    if owner is None:
+        return ""
+    if err["type"] == "extra_forbidden":
+        return f"; allowed keys: {', '.join(owner.model_fields)}"
+    field = owner.model_fields.get(str(last))
+    if field is None:
+        return ""
+    low, high = "", ""
+    for meta in field.metadata:
+        for name, text in _BOUNDS:
+            bound = getattr(meta, name, None)
+            if bound is not None and name in ("ge", "gt"):
+                low = text.format(bound)
+            elif bound is not None:
+                high = text.format(bound)
+    return f"; allowed: {low}{last}{high}" if low and high else ""
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model in a field's annotation (``M``, ``M | None``, ``list[M]``, ``dict[str, M]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None

@@ -53,7 +53,7 @@ class Principle(ABC):
         try:
             return cls.Config(**dict(values))
         except ValidationError as exc:
-            raise ConfigError(format_validation_error(f"{cls.slot}.{cls.name}", exc)) from None
+            raise ConfigError(format_validation_error(f"{cls.slot}.{cls.name}", exc, cls.Config)) from None
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())

@@ -65,7 +65,7 @@ def resolve_fidelity(fidelity: str | Fidelity | dict[str, Any]) -> Fidelity:
     try:
         return Fidelity(**fidelity)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error("fidelity", exc)) from None
+        raise ConfigError(format_validation_error("fidelity", exc, Fidelity)) from None
 
 
 class NetworkSpec(_Strict):
@@ -137,9 +137,7 @@ def load_recipe(path: str | Path, **overrides: Any) -> Recipe:
     """
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"recipe file {str(path)!r} does not exist") from None
+        data = tomllib.loads(read_toml_text(path, "recipe"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"recipe file {str(path)!r} is not valid TOML: {exc}") from None
     data.update({k: v for k, v in overrides.items() if v is not None})
@@ -151,6 +149,19 @@ def make_recipe(data: dict[str, Any], *, source: str = "recipe") -> Recipe:
     try:
         return Recipe(**data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {format_validation_error('', exc)}") from None
+        raise ConfigError(f"{source}: {format_validation_error('', exc, Recipe)}") from None
     except UnknownNameError:
         raise
+
+
+def read_toml_text(path: Path, kind: str) -> str:
+    """The text of a TOML file, or a one-line :class:`ConfigError` (missing, unreadable, not UTF-8)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{kind} file {str(path)!r} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{kind} file {str(path)!r} is not UTF-8 text (TOML files are UTF-8): byte "
+                          f"0x{exc.object[exc.start]:02x} at offset {exc.start}; save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{kind} file {str(path)!r} cannot be read: {exc.strerror or exc}") from None

@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from principlelab.core.recipe import SLOTS, Fidelity, NetworkSpec
+from principlelab.core.recipe import SLOTS, Fidelity, NetworkSpec, read_toml_text
 from principlelab.errors import ConfigError, format_validation_error
 
 SAMPLERS = ("tpe", "random", "qmc")
@@ -139,7 +139,7 @@ def parse_campaign(text: str, *, source: str = "campaign") -> CampaignSpec:
     try:
         return CampaignSpec(**data)
     except ValidationError as exc:
-        raise ConfigError(f"campaign file {source!r}: {format_validation_error('', exc)}") from None
+        raise ConfigError(f"campaign file {source!r}: {format_validation_error('', exc, CampaignSpec)}") from None
     except TypeError as exc:
         raise ConfigError(f"campaign file {source!r}: {exc}") from None
 
@@ -147,11 +147,7 @@ def parse_campaign(text: str, *, source: str = "campaign") -> CampaignSpec:
 def load_campaign(path: str | Path) -> tuple[CampaignSpec, str]:
     """``(spec, file text)`` from a campaign TOML file."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"campaign file {str(path)!r} does not exist") from None
-    return parse_campaign(text, source=str(path)), text
+    return parse_campaign(text := read_toml_text(path, "campaign"), source=str(path)), text
 
 
 def file_hash(text: str) -> str:

@@ -119,7 +119,7 @@ def recipe_key(registry: Registry, slots: Mapping[str, Any] | Recipe,
         try:
             spec = NetworkSpec(**dict(network))
         except ValidationError as exc:
-            raise ConfigError(format_validation_error("network", exc)) from None
+            raise ConfigError(format_validation_error("network", exc, NetworkSpec)) from None
     payload: dict[str, Any] = {"network": spec.model_dump(mode="json")}
     for slot, (name, config) in _slot_choices(slots).items():
         cls = registry.get(slot, name)
