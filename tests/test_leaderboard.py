@@ -445,6 +445,10 @@ def test_where_filters_and_unknown_principle(filled):
     assert query(db, where={"growth": "split", "trigger": "never"}) == []
     with pytest.raises(UnknownNameError, match=r"unknown growth principle .* 'nope'; known: none, random, s"):
         query(db, where={"growth": "nope"})
+    with pytest.raises(UnknownNameError, match=r"unknown task \(in this leaderboard\) 'nope'; known: digits, mnist1d"):
+        query(db, task="nope")
+    with pytest.raises(UnknownNameError, match=r"unknown fidelity \(in campaign 'camp'\) 'Fine'; known: coarse"):
+        query(db, campaign="camp", level="Fine")
 
 
 def test_group_by_slot_equals_numpy(filled):
@@ -542,6 +546,16 @@ def test_compare_needs_two_pairs_and_a_clear_side(filled):
         compare(db, campaign="camp", a="grow=x", b="growth=split")
     with pytest.raises(UnknownNameError, match="unknown campaign"):
         compare(db, campaign="other", a="growth=random", b="growth=split")
+    # a misspelled name is an unknown name listing the known ones, not "0 cells"
+    with pytest.raises(UnknownNameError, match=r"unknown growth principle \(in campaign 'camp'\) 'splt'; "
+                                               r"known: none, random, split"):
+        compare(db, campaign="camp", a="growth=random", b="growth=splt")
+    with pytest.raises(UnknownNameError, match=r"unknown fidelity \(in campaign 'camp'\) 'fne'; known: coarse"):
+        compare(db, campaign="camp", a="growth=random", b="growth=split", level="fne")
+    with pytest.raises(UnknownNameError, match=r"unknown task \(in campaign 'camp'\) 'digit'; known: digits"):
+        compare(db, campaign="camp", a="growth=random", b="growth=split", task="digit")
+    with pytest.raises(ConfigError, match=r"A and B are the same \(aaaaaa1111\)"):
+        compare(db, campaign="camp", a="aaaaaa1", b="aaaaaa1111")
 
 
 def test_status_per_study_version(filled):

@@ -109,22 +109,24 @@ def query(db: LeaderboardDB, *, campaign: str | None = None, task: str | None = 
 
 def _filters(session: Session, *, campaign: str | None, task: str | None, level: str | None,
              where: dict[str, str] | None, status: str | None) -> list[ColumnElement[bool]]:
+    """Conditions on :class:`RunRow`; a task, fidelity or principle with no run in scope is an
+    :class:`UnknownNameError` listing those that have runs (a typo is not an empty answer)."""
     conds: list[ColumnElement[bool]] = []
     if campaign is not None:
         conds.append(RunRow.campaign_id == _campaign_id(session, campaign))
-    if task is not None:
-        conds.append(RunRow.task == task)
-    if level is not None:
-        conds.append(RunRow.level == level)
+    scope = list(conds)
+    where_text = "in this leaderboard" if campaign is None else f"in campaign {campaign!r}"
+    for column, value, what in ((RunRow.task, task, "task"), (RunRow.level, level, "fidelity")):
+        if value is not None:
+            check_known(session, column, value, f"{what} ({where_text})", scope)
+            conds.append(column == value)
     if status is not None:
         conds.append(RunRow.status == status)
     for slot, name in (where or {}).items():
         if slot not in SLOTS:
             raise UnknownNameError("slot", slot, SLOTS)
         column = getattr(RunRow, slot)
-        if session.scalar(select(RunRow.id).where(column == name).limit(1)) is None:
-            known = session.scalars(select(column).where(column.is_not(None)).distinct())
-            raise UnknownNameError(f"{slot} principle (in this leaderboard)", name, known)
+        check_known(session, column, name, f"{slot} principle ({where_text})", scope)
         conds.append(column == name)
     return conds
 
@@ -215,6 +217,14 @@ def _num(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def check_known(session: Session, column: Any, value: str, what: str, scope: list[ColumnElement[bool]]) -> None:
+    """Raise :class:`UnknownNameError` (listing the values that occur) if no run in ``scope`` has
+    ``column == value``."""
+    if session.scalar(select(RunRow.id).where(column == value, *scope).limit(1)) is None:
+        known = session.scalars(select(column).where(column.is_not(None), *scope).distinct())
+        raise UnknownNameError(what, value, known)
+
+
 # ------------------------------------------------------------------------------------------- compare
 
 
@@ -235,10 +245,10 @@ def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "
     with db.session(write=False) as session:
         campaign_id = _campaign_id(session, campaign)
         base = [RunRow.campaign_id == campaign_id, RunRow.status == "complete", col.is_not(None)]
-        if task is not None:
-            base.append(RunRow.task == task)
-        if level is not None:
-            base.append(RunRow.level == level)
+        for column, value, what in ((RunRow.task, task, "task"), (RunRow.level, level, "fidelity")):
+            if value is not None:
+                check_known(session, column, value, f"{what} (in campaign {campaign!r})", base[:1])
+                base.append(column == value)
         sides = []
         for name, spec in (("A", a), ("B", b)):
             label, cond = _side(session, campaign, campaign_id, name, spec)
@@ -247,6 +257,8 @@ def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "
                 .where(*base, cond).group_by(RunRow.task, RunRow.level, RunRow.seed)).all()
             sides.append((label, {(r[0], r[1], r[2]): float(r[3]) for r in cells}, sum(r[4] for r in cells)))
     (label_a, cells_a, runs_a), (label_b, cells_b, runs_b) = sides
+    if label_a == label_b:
+        raise ConfigError(f"compare: A and B are the same ({label_a}); name two different principles or recipes")
     keys = sorted(set(cells_a) & set(cells_b))
     if len(keys) < 2:
         scope = "".join(f", {k}={v}" for k, v in (("task", task), ("fidelity", level)) if v)
@@ -285,7 +297,7 @@ def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "
         win, lose = ("B", "A") if better == "b" else ("A", "B")
         labels = {"A": label_a, "B": label_b}
         verdict = (f"{win} ({labels[win]}) is better than {lose} ({labels[lose]}) on {metric}: "
-                   f"B {mean_b:.4g} vs A {mean_a:.4g} (B-A {mean_diff:+.4g}) over {n} paired seeds; "
+                   f"A {mean_a:.4g} vs B {mean_b:.4g} (B-A {mean_diff:+.4g}) over {n} paired seeds; "
                    f"significant at p<{ALPHA} by the paired t-test ({p_text}{wil})")
     else:
         verdict = (f"no significant difference between A ({label_a}) and B ({label_b}) on {metric}: "
@@ -309,6 +321,8 @@ def _side(session: Session, campaign: str, campaign_id: int, name: str,
             raise UnknownNameError("slot", slot, SLOTS)
         if not principle:
             raise ConfigError(f"compare: {name} {spec!r} must look like slot=name, e.g. growth=random")
+        check_known(session, getattr(RunRow, slot), principle, f"{slot} principle (in campaign {campaign!r})",
+                    [RunRow.campaign_id == campaign_id])
         return f"{slot}={principle}", getattr(RunRow, slot) == principle
     spec = spec.strip()
     if len(spec) < MIN_KEY_PREFIX:
