@@ -386,10 +386,13 @@ def error_line(result: Result) -> str:
     (lambda t: t.replace('trigger = ["never", "every_k"]', 'trigger = ["never", "nope"]'),
      "unknown trigger principle 'nope'; known: "),
     (lambda t: t.replace('composition = ["sequential"]', 'composition = ["sequential"]\nwiring = ["dense"]'),
-     "search.wiring: Extra inputs are not permitted"),
+     "search.wiring: Extra inputs are not permitted (got ['dense']); allowed keys: connectivity, learning, "
+     "trigger, growth, composition, fixed"),
     (lambda t: t.replace("epochs = 2\nseeds", "epochs = 0\nseeds"),
-     "levels.1.epochs: Input should be greater than or equal to 1 (got 0)"),
-], ids=["malformed-toml", "unknown-principle", "unknown-slot", "zero-epochs"])
+     "levels.1.epochs: Input should be greater than or equal to 1 (got 0); allowed: 1 <= epochs <= 100000"),
+    (lambda t: t.replace("epochs = 2\nseeds", "epochs = 2\ntrials = 3\nseeds"),
+     "campaign.toml': level 'fine' sets trials or time_budget_s, which only the first level uses"),
+], ids=["malformed-toml", "unknown-principle", "unknown-slot", "zero-epochs", "trials-on-a-later-level"])
 def test_a_bad_campaign_file_is_one_line_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                               edit: Any, expected: str):
     monkeypatch.chdir(tmp_path)

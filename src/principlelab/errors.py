@@ -62,8 +62,10 @@ def format_validation_error(prefix: str, exc: ValidationError, model: type[BaseM
     for err in exc.errors():
         loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
         value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        parts.append(f"{loc}: {err['msg']}{shown}{_allowed(model, err)}")
+        long = isinstance(value, dict) or (isinstance(value, list) and len(repr(value)) > 80)
+        shown = "" if long else f" (got {value!r})"  # a whole table or level list would drown the message
+        message = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc + ': ' if loc else ''}{message}{shown}{_allowed(model, err)}")
     return "; ".join(parts)
 
 

@@ -127,6 +127,11 @@ class CampaignSpec(_Strict):
         first = self.levels[0]
         if first.trials is None and first.time_budget_s is None:
             raise ValueError(f"the first level {first.name!r} needs trials or time_budget_s")
+        for level in self.levels[1:]:
+            if level.trials is not None or level.time_budget_s is not None:
+                raise ValueError(f"level {level.name!r} sets trials or time_budget_s, which only the first level "
+                                 "uses: later levels train the promoted recipes (set [promotion] k and the "
+                                 "level's seeds instead)")
         return self
 
 
