@@ -99,7 +99,8 @@ def test_campaign_prints_the_rank_correlation_and_a_leaderboard(tiny: dict[str, 
     assert "fidelity=fine" in out  # the printed board is the last level's
     assert "campaign 'tiny': 1 task(s), levels coarse -> fine, storage sqlite:///" in err
     # two promoted recipes cannot show that coarse predicts fine: the campaign says so
-    assert "warning: on digits, the coarse level does not predict the fine level" in err
+    assert ("warning: on digits, only 2 recipe(s) reached the fine level with a value at both levels: too few to "
+            "tell whether the coarse level predicts it (3 are needed); promote more recipes ([promotion] k)") in err
 
 
 def test_every_trial_is_one_run_and_promotions_keep_their_lineage(tiny: dict[str, Any]):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from scipy import stats
 
 from principlelab.cli import main
 from principlelab.studies import campaign as campaign_module
@@ -39,7 +42,8 @@ def test_one_swap_among_five_matches_the_hand_computed_values():
     assert corr.n == 5
     assert corr.spearman == pytest.approx(0.9)
     assert corr.kendall == pytest.approx(0.8)
-    assert 0 < corr.spearman_p < 1 and 0 < corr.kendall_p < 1
+    # exact p: 5 of the 120 pairings have rho >= 0.9 (this one and the other single swaps of neighbours), 5 <= -0.9
+    assert corr.spearman_p == pytest.approx(10 / 120) and corr.kendall_p == pytest.approx(10 / 120)
     assert corr.predicts(0.9) and not corr.predicts(0.95)  # the threshold is inclusive
     assert corr.summary() == ("coarse-vs-fine rank correlation over 5 recipes: Spearman rho=0.900 "
                               f"(p={corr.spearman_p:.3g}), Kendall tau=0.800 (p={corr.kendall_p:.3g})")
@@ -57,6 +61,18 @@ def test_undefined_correlation_is_nan_and_does_not_predict(lower, upper):
     assert all(math.isnan(v) for v in (corr.spearman, corr.spearman_p, corr.kendall, corr.kendall_p))
     assert not corr.predicts(-1.0)
     assert "rho=nan" in corr.summary()
+
+
+def test_spearman_p_is_exact_for_few_recipes():
+    corr = rank_correlation([0.1, 0.2, 0.3], [0.5, 0.6, 0.7])
+    assert corr.spearman_p == pytest.approx(1 / 3)  # 2 of 6 pairings reach |rho| = 1 (scipy's t approximation: 0)
+    x = [0.9444, 0.9333, 0.9259, 0.9259, 0.9074, 0.95, 0.91]  # with a tie
+    y = [0.97, 0.96, 0.98, 0.95, 0.99, 0.93, 0.94]
+    rho = stats.spearmanr(x, y).statistic
+    brute = [stats.spearmanr(x, perm).statistic for perm in itertools.permutations(y)]
+    assert rank_correlation(x, y).spearman_p == pytest.approx(np.mean(np.abs(brute) >= abs(rho) - 1e-9))
+    big = rank_correlation(list(range(9)), [0, 2, 1, 3, 5, 4, 6, 8, 7])  # 9 recipes: scipy's approximation
+    assert big.spearman_p == pytest.approx(stats.spearmanr(list(range(9)), [0, 2, 1, 3, 5, 4, 6, 8, 7]).pvalue)
 
 
 def test_predicts_needs_three_recipes_and_the_threshold():

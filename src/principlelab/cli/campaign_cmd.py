@@ -101,7 +101,7 @@ def campaign_run(file: Path, storage: str | None, workers: int, top: int, sample
             _poll(runner, display, processes)
         outcome = runner.work()  # single worker: all the work; with workers: finish leftovers, report
     for (task, lower, upper), corr in outcome.correlations.items():
-        click.echo(f"{task} {lower} -> {upper}: {corr.summary()}")
+        click.echo(f"{task} {lower} -> {upper}: {corr.summary(lower, upper)}")
     for warning in outcome.warnings:
         click.echo(warning, err=True)
     _print_leaderboard(runner, spec.levels[-1].name, top)

@@ -370,7 +370,12 @@ class CampaignRunner:
                  if p.recipe_key in means and p.source_value is not None]
         corr = rank_correlation([a for a, _ in pairs], [b for _, b in pairs])
         self.outcome.correlations[(upper.task, lower.level.name, upper.level.name)] = corr
-        if not corr.predicts(self.spec.promotion.min_spearman):
+        if corr.n < 3:
+            self.outcome.warnings.append(
+                f"warning: on {upper.task}, only {corr.n} recipe(s) reached the {upper.level.name} level with a "
+                f"value at both levels: too few to tell whether the {lower.level.name} level predicts it (3 are "
+                "needed); promote more recipes ([promotion] k)")
+        elif not corr.predicts(self.spec.promotion.min_spearman):
             self.outcome.warnings.append(
                 f"warning: on {upper.task}, the {lower.level.name} level does not predict the {upper.level.name} "
                 f"level (Spearman rho={corr.spearman:.3f} over {corr.n} recipes, threshold "
