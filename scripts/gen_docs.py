@@ -35,7 +35,8 @@ def cli_markdown() -> str:
 
     parts = [HEADER, "# CLI reference\n\nEvery `plab` command with its `--help`, generated from the CLI itself.\n"]
     for path, command in [("plab", main), *_commands(main, "plab")]:
-        with click.Context(command, info_name=path, terminal_width=100, max_content_width=100) as ctx:
+        with click.Context(command, info_name=path, terminal_width=100, max_content_width=100,
+                           help_option_names=["-h", "--help"]) as ctx:  # as main's context_settings
             text = command.get_help(ctx)
         parts.append(f"\n## `{path}`\n\n```text\n{text.rstrip()}\n```\n")
     return "".join(parts)

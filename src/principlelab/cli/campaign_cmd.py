@@ -120,7 +120,9 @@ def _print_leaderboard(runner: CampaignRunner, level: str, top: int) -> None:
 
 @campaign.command("status")
 @click.argument("name")
-@click.option("--storage", help=STORAGE_HELP)
+@click.option("--storage", help="SQLAlchemy URL of the campaign's database (default: $PRINCIPLELAB_STORAGE, else "
+                                "sqlite:///principlelab.db in the current directory; the campaign's own file is "
+                                "not read here, so pass its storage if it names one).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def campaign_status(name: str, storage: str | None, as_json: bool) -> None:
     """Progress, failures and the current best of campaign NAME."""
