@@ -188,3 +188,15 @@ def test_an_unknown_key_lists_the_allowed_keys_and_a_bad_value_the_whole_range()
     code, _, err = invoke("run", "--growth", "random", "--set", "growth.random.units=5000")
     assert_one_line_error(code, err, "growth.random.units: Input should be less than or equal to 4096 (got 5000); "
                           "allowed: 1 <= units <= 4096")
+
+
+def test_growth_on_a_network_that_starts_at_the_width_cap_is_warned_about():
+    code, out, err = invoke("run", "--json", "--fidelity", "coarse", "--epochs", "1", "--growth", "random",
+                            "--trigger", "every_k")
+    assert code == 0, err
+    assert "plab: warning: every hidden layer starts at the width cap ([256, 256] hidden, width_cap 64 at " \
+           "fidelity 'coarse'): growth 'random' can add no units" in err
+    assert json.loads(out)["growth_events"] == []  # what the warning is about
+    code, _, err = invoke("run", "--json", "--fidelity", "coarse", "--epochs", "1", "--growth", "random",
+                          "--trigger", "every_k", "--hidden", "32,32")
+    assert code == 0 and "warning" not in err

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from principlelab.core.recipe import FIDELITIES, SLOTS, load_recipe, make_recipe
+from principlelab.core.recipe import FIDELITIES, SLOTS, load_recipe, make_recipe, recipe_warnings
 from principlelab.core.trainer import Callback, EpochReport, RunResult
 from principlelab.errors import ConfigError
 
@@ -145,6 +145,8 @@ def run(task: str | None, fidelity: str | None, seed: int | None, epochs: int | 
     registry = get_registry(local_dir=recipe_file.parent if recipe_file else None)
     principles = registry.instantiate(recipe)  # unknown names / bad parameters fail before any data loads
     task_data = load_task(recipe.task, fidelity=recipe.fidelity, seed=recipe.seed)
+    for warning in recipe_warnings(recipe):
+        click.echo(f"plab: warning: {warning}", err=True)
     console = Console(stderr=True)
     callbacks = [] if as_json else [ProgressCallback(console)]
     result = Trainer(recipe, principles, task_data, callbacks).run()

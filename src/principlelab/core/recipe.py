@@ -144,6 +144,18 @@ def load_recipe(path: str | Path, **overrides: Any) -> Recipe:
     return make_recipe(data, source=str(path))
 
 
+def recipe_warnings(recipe: Recipe) -> list[str]:
+    """What in ``recipe`` is legal but probably not meant: a growth rule on a network that starts at
+    the fidelity's width cap, where a rule that adds units can add none."""
+    cap = recipe.fidelity.width_cap
+    growing = recipe.growth.name != "none" and recipe.trigger.name != "never"
+    if growing and cap is not None and all(width >= cap for width in recipe.network.hidden):
+        return [f"every hidden layer starts at the width cap ({list(recipe.network.hidden)} hidden, "
+                f"width_cap {cap} at fidelity {recipe.fidelity.name!r}): growth {recipe.growth.name!r} can add no "
+                "units (only layers); start narrower (--hidden) or pick a fidelity with a larger cap"]
+    return []
+
+
 def make_recipe(data: dict[str, Any], *, source: str = "recipe") -> Recipe:
     """Validate a plain dict into a :class:`Recipe`, with a one-line error naming the bad field."""
     try:
