@@ -240,3 +240,13 @@ def test_a_shared_workers_pruner_reads_other_workers_reports_during_training(
     runner.run_level(ctx, runner.study(ctx))
     assert made == [reads_during_training]
     assert all(t.state.is_finished() for t in trials_of(runner))
+
+
+def test_progress_counts_the_trial_in_training_without_sampling_ahead(tmp_path: Path) -> None:
+    """The bar said 'running 0' for the whole of each trial: the states were read just before it started."""
+    seen: list[tuple[int, int]] = []
+    runner = runner_for(f"sqlite:///{tmp_path / 'p.db'}", trials=3, sample_ahead=False,
+                        progress=lambda p: seen.append((p.done, p.running)))
+    ctx = runner.context("digits", 0)
+    runner.run_level(ctx, runner.study(ctx))
+    assert [s for s in seen if s[1] == 1] == [(0, 1), (1, 1), (2, 1)]  # shown as running while it trained

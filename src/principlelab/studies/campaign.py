@@ -209,6 +209,8 @@ class CampaignRunner:
 
                 def run(trial: optuna.Trial, release: Callable[[], None] = release) -> float:
                     release()
+                    progress.running += 1  # the states were read before this trial started
+                    self.progress(progress)
                     return objective(trial)
 
                 study.optimize(run, n_trials=1, catch=(Exception,), gc_after_trial=False)
