@@ -764,3 +764,13 @@ def test_postgres_writers_queries_and_races(pg_db: LeaderboardDB):
     assert status(db, "camp")["totals"]["total"] == 16
     with pytest.raises(ConfigError, match="already exists"):
         db.get_or_create_campaign("camp", "other-hash", "{}")
+
+
+def test_a_recipe_in_two_campaigns_is_two_rows(db: LeaderboardDB):
+    """Two campaigns' levels of one name need not be the same fidelity: never average across them."""
+    one, two = Builder(db, "one"), Builder(db, "two")
+    for seed in range(3):
+        one.run("aaaaaa1111", seed, 0.9)
+        two.run("aaaaaa1111", seed, 0.5)
+    rows = query(db, group_by="recipe", top=0)
+    assert sorted((r["campaign"], r["count"], r["mean"]) for r in rows) == [("one", 3, 0.9), ("two", 3, 0.5)]

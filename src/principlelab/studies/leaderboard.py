@@ -169,8 +169,10 @@ def _by_recipe(session: Session, conds: list[ColumnElement[bool]], metric: str, 
     stmt = (select(RunRow.recipe_key, RunRow.task, RunRow.level, *_stats_columns(col, desc),
                    func.min(RunRow.id).label("rep_id"))
             .where(*conds, col.is_not(None))
-            .group_by(RunRow.recipe_key, RunRow.task, RunRow.level)
-            .order_by(_order(func.avg(cast(col, Float)), desc), func.count(col).desc(), RunRow.recipe_key)
+            # per campaign too: two campaigns' levels of one name need not be the same fidelity
+            .group_by(RunRow.campaign_id, RunRow.recipe_key, RunRow.task, RunRow.level)
+            .order_by(_order(func.avg(cast(col, Float)), desc), func.count(col).desc(), RunRow.recipe_key,
+                      RunRow.campaign_id)
             .limit(limit))
     groups = session.execute(stmt).all()
     reps: dict[int, Any] = {}
