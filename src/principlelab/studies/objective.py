@@ -67,7 +67,8 @@ class PruningCallback(Callback):
                 self.next_rung *= 3
         self.trial.report(report.val_accuracy, step)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {report.epoch} at val accuracy {report.val_accuracy:.4f}")
+            raise optuna.TrialPruned(f"pruned after {report.epoch + 1} epoch(s) at val accuracy "
+                                     f"{report.val_accuracy:.4f}")
 
 
 @dataclass
