@@ -36,6 +36,12 @@ def test_plugins_json_lists_every_slot_with_parameters():
     assert backprop["package"] == "principlelab" and backprop["version"]
     lr = next(p for p in backprop["parameters"] if p["name"] == "lr")
     assert lr["bounds"]["gt"] == 0.0 and lr["default"] == pytest.approx(3e-3)
+    assert lr["search"] == {"low": 1e-4, "high": 0.03, "log": True, "step": None}
+    # what campaigns search: a Literal field's choices without a hint, nothing for an unsearched field
+    random = next(r for r in rows if (r["slot"], r["name"]) == ("growth", "random"))
+    search = {p["name"]: p["search"] for p in random["parameters"]}
+    assert search["operator"] == {"choices": ["split", "clone", "zero"]} and search["max_total"] is None
+    assert random["description"].endswith("stops at ``max_total`` added units.")  # the whole first paragraph
 
 
 def test_plugins_table_names_packages():

@@ -6,6 +6,7 @@ import json
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -15,9 +16,12 @@ from rich.table import Table
               help="Only principles of this slot.")
 def plugins(as_json: bool, slot: str | None) -> None:
     """List every principle: slot, name, package, version and parameters."""
-    from principlelab.registry import plugin_infos
+    from principlelab.registry import get_registry, plugin_infos
 
-    rows = [r for r in plugin_infos() if slot is None or r["slot"] == slot]
+    registry = get_registry()
+    rows = [r for r in plugin_infos(registry) if slot is None or r["slot"] == slot]
+    for row in rows:
+        _campaign_search(row, registry.get(row["slot"], row["name"]))
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -26,8 +30,18 @@ def plugins(as_json: bool, slot: str | None) -> None:
         table.add_column(column)
     for row in rows:
         params = ", ".join(_describe_param(p) for p in row["parameters"]) or "-"
-        table.add_row(row["slot"], row["name"], row["package"], row["version"], params)
+        table.add_row(row["slot"], row["name"], row["package"], row["version"], escape(params))  # '[..]' is text
     Console().print(table)
+
+
+def _campaign_search(row: dict, cls: type) -> None:  # type: ignore[type-arg]
+    """Set each parameter's ``search`` to what a campaign searches (its hint, or the choices of a
+    ``Literal``/``bool`` field, which campaigns search without a hint); ``None`` if not searched."""
+    from principlelab.studies.search_hints import distribution_json, field_distribution
+
+    for param in row["parameters"]:
+        found = field_distribution(cls, param["name"], cls.Config.model_fields[param["name"]])  # type: ignore[attr-defined]
+        param["search"] = None if found is None else distribution_json(found[0])["attributes"]
 
 
 def _describe_param(param: dict) -> str:  # type: ignore[type-arg]
@@ -35,6 +49,9 @@ def _describe_param(param: dict) -> str:  # type: ignore[type-arg]
     for key, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
         if param.get("bounds", {}).get(key) is not None:
             bounds.append(f"{symbol}{param['bounds'][key]}")
+    choices = (param.get("search") or {}).get("choices")
+    if choices is not None:
+        bounds.append("in {" + ", ".join(map(str, choices)) + "}")
     suffix = f" [{' '.join(bounds)}]" if bounds else ""
     return f"{param['name']}={param['default']!r}{suffix}"
 

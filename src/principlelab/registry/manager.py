@@ -389,14 +389,14 @@ def describe_field(name: str, field: FieldInfo) -> dict[str, Any]:
 def plugin_infos(registry: Registry | None = None) -> list[dict[str, Any]]:
     """One JSON-ready row per registered principle (what ``plab plugins --json`` prints).
 
-    Keys: slot, name, package, version, module, class, description (first docstring line),
+    Keys: slot, name, package, version, module, class, description (the docstring's first paragraph),
     schema_hash, parameters (see :func:`describe_field`).
     """
     registry = get_registry() if registry is None else registry
     rows = []
     for slot, name, cls in registry.items():
         source = registry.source(slot, name)
-        doc = (inspect_doc(cls) or "").strip().splitlines()
+        paragraph = (inspect_doc(cls) or "").strip().split("\n\n")[0]  # a sentence may wrap onto more lines
         rows.append({
             "slot": slot,
             "name": name,
@@ -404,7 +404,7 @@ def plugin_infos(registry: Registry | None = None) -> list[dict[str, Any]]:
             "version": source.version,
             "module": source.module,
             "class": f"{cls.__module__}.{cls.__qualname__}",
-            "description": doc[0] if doc else "",
+            "description": " ".join(paragraph.split()),
             "schema_hash": registry.config_schema_hash(slot, name),
             "parameters": [describe_field(f, info) for f, info in cls.Config.model_fields.items()],
         })
