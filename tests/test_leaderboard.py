@@ -774,3 +774,18 @@ def test_a_recipe_in_two_campaigns_is_two_rows(db: LeaderboardDB):
         two.run("aaaaaa1111", seed, 0.5)
     rows = query(db, group_by="recipe", top=0)
     assert sorted((r["campaign"], r["count"], r["mean"]) for r in rows) == [("one", 3, 0.9), ("two", 3, 0.5)]
+
+
+def test_the_table_has_one_params_column_and_one_notation_for_macs(db: LeaderboardDB):
+    from rich.console import Console
+
+    from principlelab.cli.leaderboard_cmd import leaderboard_table
+
+    b = Builder(db)
+    b.run("aaaaaa1111", 0, 0.9, macs=4_581_252)
+    b.run("aaaaaa2222", 0, 0.8, macs=1_635_000_000)
+    console = Console(width=200, record=True)
+    console.print(leaderboard_table(query(db, group_by="recipe", metric="params"), "recipe", "params"))
+    text = console.export_text()
+    assert text.count("params") == 2  # the title and the metric column: no second params column
+    assert "1000 ± 0 " in text and "4.581e+06" in text and "1.635e+09" in text

@@ -39,6 +39,9 @@ def parse_where(items: tuple[str, ...]) -> dict[str, str]:
     return where
 
 
+COUNT_METRICS = frozenset({"params", "macs", "samples_seen", "growth_event_count"})
+
+
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "-"
@@ -99,17 +102,19 @@ def leaderboard_table(rows: list[dict[str, Any]], group_by: str, metric: str) ->
     if group_by in ("run", "recipe"):
         for slot in SLOTS:
             add(slot, col(slot), "left", True)
+    counts = metric in COUNT_METRICS  # whole numbers: no decimals on the std either
     if grouped:
-        add(metric, [f"{_fmt(r['mean'])} ± {_fmt(r['std'])}" for r in rows])
+        add(metric, [f"{_fmt(r['mean'], 0 if counts else 4)} ± {_fmt(r['std'], 0 if counts else 4)}" for r in rows])
         add("n", col("count"))
     else:
         add(metric, [_fmt(v) for v in col(metric)])
     if group_by not in ("run", "recipe"):
         add("recipes", col("recipes"))
         add("best", [_fmt(v) for v in col("best")])
-    add("params", [_fmt(v, 0) for v in col("params")])
-    if group_by in ("run", "recipe"):
-        add("MACs", [_fmt(v, 0) for v in col("macs")])
+    if metric != "params":
+        add("params", [_fmt(v, 0) for v in col("params")])
+    if group_by in ("run", "recipe") and metric != "macs":
+        add("MACs", ["-" if v is None else f"{v:.3e}" for v in col("macs")])  # one notation for the column
     if group_by == "run":
         add("wall s", [_fmt(v, 2) for v in col("wall_s")])
         add("events", col("growth_event_count"))
