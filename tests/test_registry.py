@@ -11,6 +11,7 @@ import sys
 import textwrap
 import types
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -351,9 +352,11 @@ def test_allowlist_loads_only_named_plugins(write_module: Callable[[str, str], s
     monkeypatch.setenv(manager_mod.ENV_ALLOWLIST, "alpha, gamma-pkg")
     assert get_registry(default_plugins=()).names("growth") == ["alpha_g", "gamma_g"]
     monkeypatch.setenv(manager_mod.ENV_ALLOWLIST, "alpha,delta")
-    missing = r"PRINCIPLELAB_PLUGINS names 'delta'.*installed: alpha, beta, gamma"
+    missing = r"PRINCIPLELAB_PLUGINS names 'delta'.*installed: alpha \(alpha-pkg\), beta \(beta-pkg\), gamma"
     with pytest.warns(PluginWarning, match=missing):
         assert get_registry(default_plugins=()).names("growth") == ["alpha_g"]
+    monkeypatch.setenv(manager_mod.ENV_ALLOWLIST, "Gamma_Pkg")  # as pip compares names: case, '-', '_', '.'
+    assert get_registry(default_plugins=()).names("growth") == ["gamma_g"]
 
 
 def test_local_principles_file_is_loaded(tmp_path: Path, core: str) -> None:
@@ -556,3 +559,13 @@ def test_example_plugin_principles_validate() -> None:
     growth: Any = reg.get("growth", "narrowest_first")(units=2)
     assert growth.grow(net, signals, "gen") == ["event"]
     assert net.calls == [(2, 2, "zero", "gen")]  # unit layer 2: the first of the two narrowest
+
+
+def test_two_entry_points_naming_one_module_load_it_once_without_a_warning(
+        write_module: Callable[[str, str], str], entry_points: Callable[..., Any]) -> None:
+    module = write_module("shared", growth_plugin("shared_g"))
+    entry_points(("one", module, "two-eps-pkg"), ("two", module, "two-eps-pkg"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reg = get_registry(default_plugins=())
+    assert reg.names("growth") == ["shared_g"] and reg.problems == []

@@ -287,6 +287,8 @@ def test_existing_directory_is_not_overwritten(tmp_path: Path) -> None:
 
     (tmp_path / "file").write_text("")
     assert_one_line_error(new("growth", "mine", "--dir", str(tmp_path / "file")), "not a directory")
+    # a directory that cannot be created: one line, not a FileNotFoundError traceback
+    assert_one_line_error(new("growth", "mine", "--dir", str(tmp_path / "file" / "sub")), "cannot write the package")
 
 
 # ------------------------------------------------------------------------------------ tutorial

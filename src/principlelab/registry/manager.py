@@ -22,6 +22,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -105,6 +106,11 @@ def _allowlist() -> frozenset[str] | None:
     return frozenset(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _normalized(name: str) -> str:
+    """A distribution or entry-point name as pip compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _principlelab_version() -> str:
     module = sys.modules.get("principlelab")
     version = getattr(module, "__version__", None)
@@ -159,6 +165,8 @@ class _Builder:
         except (Exception, SystemExit) as exc:  # a plugin calling sys.exit() at import must not end plab
             self.fail(source, f"import failed: {_describe(exc)}")
             return
+        if self.pm.is_registered(plugin):  # a second entry point naming an already loaded module
+            return
         try:
             self.pm.register(plugin, name=plugin_name)
         except Exception as exc:  # pluggy.PluginValidationError, or the name/object registered twice
@@ -187,13 +195,14 @@ class _Builder:
     def add_entry_points(self) -> None:
         allow = _allowlist()
         found = discover_entry_points()
-        if allow is not None:
-            available = {p.name for p in found} | {p.package for p in found}
-            for missing in sorted(allow - available):
-                self.fail(f"{missing!r}", f"{ENV_ALLOWLIST} names {missing!r} but no installed plugin has "
+        if allow is not None:  # names compare as pip compares them: case, '-', '_' and '.' alike
+            wanted = {_normalized(name): name for name in allow}
+            available = {_normalized(p.name) for p in found} | {_normalized(p.package) for p in found}
+            for key in sorted(set(wanted) - available):
+                self.fail(f"{wanted[key]!r}", f"{ENV_ALLOWLIST} names {wanted[key]!r} but no installed plugin has "
                           f"that entry-point or distribution name; installed: "
-                          f"{', '.join(sorted(p.name for p in found)) or '(none)'}")
-            found = [p for p in found if p.name in allow or p.package in allow]
+                          f"{', '.join(sorted(f'{p.name} ({p.package})' for p in found)) or '(none)'}")
+            found = [p for p in found if _normalized(p.name) in wanted or _normalized(p.package) in wanted]
         for plugin in found:
             ep = importlib.metadata.EntryPoint(name=plugin.name, value=plugin.value, group=ENTRY_POINT_GROUP)
             module = plugin.value.split(":")[0]

@@ -285,7 +285,8 @@ def scaffold(slot: str, name: str, directory: str | Path | None = None, *, packa
         builtins: ``{name: slot}`` of the names to refuse (default: principlelab's built-ins).
 
     Raises:
-        ConfigError: a bad slot, name or package, or a directory that is not new or empty.
+        ConfigError: a bad slot, name or package, a directory that is not new or empty, or one that
+            cannot be written.
     """
     validate_slot(slot)
     validate_name(name, slot, builtins=builtins)
@@ -293,10 +294,14 @@ def scaffold(slot: str, name: str, directory: str | Path | None = None, *, packa
     root = Path(directory) if directory is not None else default_directory(name)
     check_target(root)
     files = plan(slot, name, package)
-    for relative, content in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content, encoding="utf-8")
+    try:
+        for relative, content in files.items():
+            path = root / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the package into {str(root)!r}: {exc.strerror or exc}; pick another "
+                          "--dir") from None
     return Scaffolded(slot, name, package, distribution_name(name), class_name_for(name), root, tuple(files))
 
 
