@@ -206,3 +206,16 @@ def test_growth_on_a_network_that_starts_at_the_width_cap_is_warned_about():
     code, _, err = invoke("run", "--json", "--fidelity", "coarse", "--epochs", "1", "--growth", "random",
                           "--trigger", "every_k", "--hidden", "32,32")
     assert code == 0 and "warning" not in err
+
+
+def test_a_recipe_file_fidelity_table_named_like_a_level_changes_only_the_keys_it_gives(tmp_path):
+    from principlelab.core.recipe import FIDELITIES, load_recipe, make_recipe
+
+    path = tmp_path / "r.toml"
+    path.write_text('task = "digits"\n[fidelity]\nname = "coarse"\nepochs = 2\n')
+    fidelity = load_recipe(path).fidelity
+    assert fidelity == FIDELITIES["coarse"].model_copy(update={"epochs": 2})  # data_fraction 0.3, width_cap 64
+    own = make_recipe({"fidelity": {"name": "mine", "epochs": 2}}).fidelity  # not a named level: the defaults
+    assert (own.data_fraction, own.width_cap, own.epochs) == (1.0, None, 2)
+    dumped = make_recipe({"fidelity": "coarse"}).model_dump()
+    assert make_recipe(dumped).fidelity == FIDELITIES["coarse"]  # a full table round-trips unchanged

@@ -55,13 +55,21 @@ FIDELITIES: dict[str, Fidelity] = {
 
 
 def resolve_fidelity(fidelity: str | Fidelity | dict[str, Any]) -> Fidelity:
-    """A :class:`Fidelity` from a name in :data:`FIDELITIES`, a dict, or a Fidelity."""
+    """A :class:`Fidelity` from a name in :data:`FIDELITIES`, a dict, or a Fidelity.
+
+    A dict whose ``name`` is one of :data:`FIDELITIES` starts from that level and changes only the
+    keys it gives (``{"name": "coarse", "epochs": 2}`` is coarse with 2 epochs), as ``plab run
+    --fidelity coarse --epochs 2`` does; any other name starts from the defaults.
+    """
     if isinstance(fidelity, Fidelity):
         return fidelity
     if isinstance(fidelity, str):
         if fidelity not in FIDELITIES:
             raise UnknownNameError("fidelity", fidelity, FIDELITIES)
         return FIDELITIES[fidelity]
+    named = FIDELITIES.get(str(fidelity.get("name")))
+    if named is not None:
+        fidelity = {**named.model_dump(), **fidelity}
     try:
         return Fidelity(**fidelity)
     except ValidationError as exc:
@@ -105,7 +113,12 @@ class Recipe(_Strict):
     @field_validator("fidelity", mode="before")
     @classmethod
     def _named_fidelity(cls, value: Any) -> Any:
-        return resolve_fidelity(value) if isinstance(value, str) else value
+        """A name, or a table that changes some keys of a named level (see :func:`resolve_fidelity`)."""
+        if isinstance(value, str):
+            return resolve_fidelity(value)
+        if isinstance(value, dict) and str(value.get("name")) in FIDELITIES:
+            return {**FIDELITIES[str(value["name"])].model_dump(), **value}
+        return value
 
     @field_validator(*SLOTS, mode="before")
     @classmethod
