@@ -89,7 +89,7 @@ def campaign_run(file: Path, storage: str | None, workers: int, top: int, sample
                             sample_ahead=sample_ahead)
     console.print(f"campaign {spec.name!r}: {len(spec.tasks)} task(s), levels "
                   f"{' -> '.join(level.name for level in spec.levels)}, storage {runner.db.masked_url}, "
-                  f"{runner.space.size_hint()} principle combinations")
+                  f"{runner.space.size_hint()} principle combinations", soft_wrap=True)  # one line in a log
     with display.progress:
         if workers > 1:
             context = multiprocessing.get_context("spawn")

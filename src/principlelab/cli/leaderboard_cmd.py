@@ -172,7 +172,7 @@ def leaderboard(storage: str | None, campaign: str | None, task: str | None, fid
         filters = ", ".join(f"{k}={v}" for k, v in (("campaign", campaign), ("task", task),
                                                      ("fidelity", fidelity), *where.items()) if v)
         Console(stderr=True).print(f"no complete runs with {metric}" + (f" for {filters}" if filters else "")
-                                   + f" in {db.masked_url}")
+                                   + f" in {db.masked_url}", soft_wrap=True)  # one line, also in a log file
     else:
         Console(width=None if sys.stdout.isatty() else 160).print(leaderboard_table(rows, group_by, metric))
 
