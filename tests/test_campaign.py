@@ -349,6 +349,9 @@ def test_a_crashing_principle_is_recorded_as_failed_and_the_campaign_finishes(tm
     result, db = failing_campaign(tmp_path, "crash", BOOM_TRIGGER, {"trigger": ["never", "boom"]})
     check_failures(db, "crash", ("trigger", "boom"), "RuntimeError: boom")
     assert "coarse-vs-fine rank correlation over 1 recipes" in result.stdout
+    failed = sum(r.status == "failed" for rows in runs_by_level(db, "crash").values() for r in rows)
+    assert (f"warning: {failed} run(s) of campaign 'crash' failed (most often: 'RuntimeError: boom', {failed}x); "
+            "plab campaign status crash lists the reasons") in result.stderr
 
 
 def test_an_incompatible_combination_is_recorded_as_rejected_without_training(tmp_path: Path):

@@ -104,7 +104,21 @@ def campaign_run(file: Path, storage: str | None, workers: int, top: int, sample
         click.echo(f"{task} {lower} -> {upper}: {corr.summary(lower, upper)}")
     for warning in outcome.warnings:
         click.echo(warning, err=True)
+    _warn_about_failures(runner)
     _print_leaderboard(runner, spec.levels[-1].name, top)
+
+
+def _warn_about_failures(runner: CampaignRunner) -> None:
+    """One stderr line if runs failed (a crashing principle never shows in the leaderboard)."""
+    from principlelab.studies import leaderboard
+
+    state = leaderboard.status(runner.db, runner.spec.name)
+    failed = state["totals"].get("failed", 0)
+    if failed:
+        reasons = sorted((f for sv in state["study_versions"] for f in sv["failures"]), key=lambda f: -f["count"])
+        click.echo(f"warning: {failed} run(s) of campaign {runner.spec.name!r} failed (most often: "
+                   f"{reasons[0]['reason']!r}, {reasons[0]['count']}x); plab campaign status {runner.spec.name} "
+                   "lists the reasons", err=True)
 
 
 def _print_leaderboard(runner: CampaignRunner, level: str, top: int) -> None:
