@@ -329,6 +329,54 @@ def test_error_no_features_and_bad_npz(tmp_path: Path) -> None:
     assert "bad.npz" in _error(bad)
 
 
+def test_a_csv_with_a_byte_order_mark_keeps_its_label_column(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"  # spreadsheets' "CSV UTF-8" starts with a BOM; the label column is first
+    path.write_text("label,a,count\n" + "".join(f"{i % 3},{i},{i % 5}\n" for i in range(60)), encoding="utf-8-sig")
+    data = _load(path)
+    assert data.num_classes == 3 and data.in_features == 2  # not count's 5 classes
+
+
+def test_labels_keep_their_values_until_remapped(tmp_path: Path) -> None:
+    path = tmp_path / "big.npz"  # 1e19 and 2e19 overflow int64 to the same value: they were merged
+    np.savez(path, X=np.arange(60.0).reshape(30, 2), y=np.repeat([0.0, 1e19, 2e19], 10))
+    assert _load(path).num_classes == 3
+
+
+@pytest.mark.parametrize(("name", "arrays", "expected"), [
+    ("inf.npz", {"X": np.zeros((30, 2)), "y": np.r_[np.inf, np.arange(29) % 3]}, "must be finite integers"),
+    ("huge.npz", {"X": np.r_[[[1e39, 0.0]], np.zeros((29, 2))], "y": np.arange(30) % 3}, "beyond float32"),
+    ("newclass.npz", {"X": np.zeros((30, 2)), "y": np.arange(30) % 2, "X_val": np.zeros((4, 2)),
+                      "y_val": np.array([0, 1, 2, 7]), "X_test": np.zeros((4, 2)), "y_test": np.zeros(4)},
+     "y_val has label(s) [2, 7] that the training labels y never have"),
+])
+def test_bad_values_are_one_line_errors(tmp_path: Path, name: str, arrays: dict, expected: str) -> None:
+    np.savez(tmp_path / name, **arrays)
+    assert expected in _error(tmp_path / name)
+
+
+def test_unreadable_files_are_one_line_errors(tmp_path: Path) -> None:
+    (tmp_path / "latin1.csv").write_bytes(b"f\xe9,label\n1,0\n2,1\n")
+    assert "is not UTF-8 text (byte 0xe9" in _error(tmp_path / "latin1.csv")
+    (tmp_path / "noheader.csv").write_text("".join(f"{i},{i % 2}\n" for i in range(20)))
+    assert "the first row is numbers, not column names" in _error(tmp_path / "noheader.csv")
+    _write_idx(tmp_path / "lab.idx", np.arange(10) % 2)
+    labels = tmp_path / "lab.idx"
+    (tmp_path / "img.gz").write_bytes(b"\x00\x00\x08\x03 not gzip")
+    assert "not a readable gzip-compressed IDX file (BadGzipFile" in _error(f"{tmp_path / 'img.gz'}+{labels}")
+    import gzip
+
+    _write_idx(tmp_path / "img.idx", np.random.default_rng(0).integers(0, 255, (10, 8, 8)))
+    packed = gzip.compress((tmp_path / "img.idx").read_bytes())
+    (tmp_path / "cut.gz").write_bytes(packed[: len(packed) // 2])  # truncated: EOFError, which click took for ^C
+    assert "not a readable gzip-compressed IDX file (EOFError" in _error(f"{tmp_path / 'cut.gz'}+{labels}")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "badnpy.npz", "w") as archive:  # members that are not .npy arrays
+        archive.writestr("X.npy", b"junk")
+        archive.writestr("y.npy", b"junk")
+    assert "is not a readable .npz" in _error(tmp_path / "badnpy.npz")
+
+
 def test_mnist1d_corrupt_cache_is_regenerated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist1d_cache: dict[str, Any]
 ) -> None:
@@ -340,3 +388,13 @@ def test_mnist1d_corrupt_cache_is_regenerated(
     assert torch.equal(data.x_test, mnist1d_cache["data"].x_test)
     assert (tmp_path / cached.name).stat().st_size == cached.stat().st_size
     tasks.clear_task_cache()
+
+
+def test_train_refuses_task_data_of_another_task() -> None:
+    from principlelab.core.recipe import make_recipe
+    from principlelab.core.trainer import train
+    from principlelab.errors import ConfigError
+
+    recipe = make_recipe({"task": "digits", "fidelity": {"epochs": 1}, "network": {"hidden": [8]}})
+    with pytest.raises(ConfigError, match="task data 'xor' is not the recipe's task 'digits'"):
+        train(recipe, task=load_task("xor", fidelity=recipe.fidelity, seed=0))

@@ -7,7 +7,9 @@
 * IDX (MNIST format, optionally ``.gz``): ``file:IMAGES+LABELS`` with ``[N, H, W]`` images (input
   shape ``(H, W)``; uint8 images are scaled by 1/255) and ``[N]`` labels.
 
-Labels must be integers; their sorted unique values are remapped to ``0..C-1``. Splits use the
+Labels must be finite integers; their sorted unique values are remapped to ``0..C-1``, and every
+class of a given validation or test split must occur in the training labels. CSV files are UTF-8
+(a byte-order mark is fine) and start with a header row. Splits use the
 fixed seed :data:`~principlelab.core.tasks.SPLIT_SEED`. Every problem raises a one-line
 :class:`~principlelab.errors.TaskDataError` naming the file and the fix.
 """
@@ -79,11 +81,15 @@ def _read_npz(path: Path) -> dict[str, Array]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        reason = " ".join(str(exc).split())
+    except Exception as exc:  # a member that is not a valid .npy fails in several ways inside numpy
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
         raise TaskDataError(
             f"task file {str(path)!r} is not a readable .npz ({reason}); save plain arrays with numpy.savez"
         ) from None
+    raw = sorted(k for k, v in arrays.items() if not isinstance(v, np.ndarray))  # numpy returns bytes for them
+    if raw:
+        raise TaskDataError(f"task file {str(path)!r} is not a readable .npz (member(s) {', '.join(raw)} are not "
+                            ".npy arrays); save plain arrays with numpy.savez")
     missing = [k for k in ("X", "y") if k not in arrays]
     if missing:
         raise TaskDataError(
@@ -99,12 +105,19 @@ def _read_npz(path: Path) -> dict[str, Array]:
 
 
 def _read_csv(path: Path) -> dict[str, Array]:
-    with path.open(newline="") as fh:
-        rows = [row for row in csv.reader(fh) if any(cell.strip() for cell in row)]
+    try:  # utf-8-sig: a spreadsheet's byte-order mark must not become part of the first column's name
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = [row for row in csv.reader(fh) if any(cell.strip() for cell in row)]
+    except UnicodeDecodeError as exc:
+        raise TaskDataError(f"task file {str(path)!r} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                            f"offset {exc.start}); save the CSV as UTF-8") from None
     if len(rows) < 2:
         raise TaskDataError(
             f"task file {str(path)!r} has no data rows; it needs a header row then numeric rows"
         )
+    if all(_is_number(cell) for cell in rows[0]):
+        raise TaskDataError(f"task file {str(path)!r}: the first row is numbers, not column names; add a header "
+                            f"row (the label column named {', '.join(LABEL_COLUMNS)}, or last)")
     header = [h.strip() for h in rows[0]]
     lowered = [h.lower() for h in header]
     label = next((lowered.index(name) for name in LABEL_COLUMNS if name in lowered), len(header) - 1)
@@ -125,10 +138,24 @@ def _read_csv(path: Path) -> dict[str, Array]:
     return {"X": np.delete(values, label, axis=1), "y": values[:, label]}
 
 
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
 def _read_idx(path: Path) -> Array:
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
+    gzipped = path.suffix.lower() == ".gz"
+    try:
+        with (gzip.open if gzipped else open)(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError) as exc:  # not gzip, or cut short
+        kind = "gzip-compressed IDX" if gzipped else "IDX"
+        raise TaskDataError(f"IDX file {str(path)!r} is not a readable {kind} file ({type(exc).__name__}: "
+                            f"{' '.join(str(exc).split()) or 'truncated'}); check the file, or drop the .gz "
+                            "suffix if it is not compressed") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES or data[3] == 0:
         raise TaskDataError(
             f"IDX file {str(path)!r} has a bad magic number {data[:4].hex() or '(empty)'}; "
@@ -161,18 +188,27 @@ def _assemble(spec: str, arrays: dict[str, Array], input_shape: tuple[int, ...] 
             )
         if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or not np.isfinite(x).all():
             raise TaskDataError(f"task file {spec!r}: X{k} must be finite numbers (no NaN/inf, no strings)")
-        if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool) or not np.array_equal(y, np.round(y)):
+        if np.isfinite(x).all() and not np.isfinite(x.astype(np.float32)).all():
+            raise TaskDataError(f"task file {spec!r}: X{k} has values beyond float32's range (|x| > 3.4e38); "
+                                "rescale the features")
+        numeric = np.issubdtype(y.dtype, np.number) or y.dtype == bool
+        if not numeric or not np.isfinite(y).all() or not np.array_equal(y, np.round(y)):
             raise TaskDataError(
-                f"task file {spec!r}: labels y{k} must be integers (any values, remapped to 0..C-1)"
+                f"task file {spec!r}: labels y{k} must be finite integers (any values, remapped to 0..C-1)"
             )
-        pairs[k] = (x.reshape(len(x), -1) if x.ndim == 1 else x, y.astype(np.int64))
+        pairs[k] = (x.reshape(len(x), -1) if x.ndim == 1 else x, y)  # y keeps its values: a cast could merge two
     widths = {k: x.shape[1:] for k, (x, _) in pairs.items()}
     if int(np.prod(widths[""])) == 0:
         raise TaskDataError(f"task file {spec!r} has no feature columns; add at least one besides the labels")
     if len(set(widths.values())) > 1:
         raise TaskDataError(f"task file {spec!r}: the X arrays disagree on the sample shape: {widths}")
-    classes = np.unique(np.concatenate([y for _, y in pairs.values()]))
-    if len(np.unique(pairs[""][1])) < 2:
+    classes = np.unique(pairs[""][1])
+    for k, (_, y) in pairs.items():
+        unseen = np.setdiff1d(y, classes)
+        if len(unseen):
+            raise TaskDataError(f"task file {spec!r}: y{k} has label(s) {unseen[:5].tolist()} that the training "
+                                "labels y never have; a class must occur in training")
+    if len(classes) < 2:
         raise TaskDataError(
             f"task file {spec!r} has fewer than 2 classes in y; a classification task needs at least 2"
         )

@@ -20,7 +20,7 @@ from principlelab.core.principles import Composition, Firing, LearningRule, Prin
 from principlelab.core.recipe import Recipe
 from principlelab.core.signals import Signals
 from principlelab.core.tasks import TaskData, load_task
-from principlelab.errors import TrainingDiverged
+from principlelab.errors import ConfigError, TrainingDiverged
 
 EVAL_CHUNK = 8192
 
@@ -239,6 +239,9 @@ def train(recipe: Recipe, *, callbacks: list[Callback] | None = None, registry: 
     from principlelab.registry import get_registry
     from principlelab.registry.versions import versions_for
 
+    if task is not None and task.name != recipe.task:  # the result would name the wrong task
+        raise ConfigError(f"train: task data {task.name!r} is not the recipe's task {recipe.task!r}; load "
+                          "the recipe's task, or set recipe.task to the data's")
     registry = registry or get_registry()
     principles = registry.instantiate(recipe)
     task = task or load_task(recipe.task, fidelity=recipe.fidelity, seed=recipe.seed)
