@@ -95,7 +95,9 @@ def test_recipe_file_with_overrides(tmp_path):
                       '[trigger]\nname = "every_k"\nk = 1\n')
     result = run_json("--recipe", str(recipe), "--seed", "4")
     assert result["recipe"]["seed"] == 4 and result["recipe"]["task"] == "xor"
-    assert result["recipe"]["growth"]["config"] == {"units": 4}
+    # the recipe as it ran: the file's value, every other field at its default
+    assert result["recipe"]["growth"]["config"] == {"units": 4, "operator": "split", "noise": 0.05, "max_total": 1024}
+    assert result["recipe"]["trigger"]["config"] == {"k": 1, "max_firings": 100}
     assert sum(e["units"] for e in result["growth_events"]) == 4
 
 

@@ -17,7 +17,7 @@ import torch
 
 from principlelab.core.events import GrowthEvent
 from principlelab.core.principles import Composition, Firing, LearningRule, Principle
-from principlelab.core.recipe import Recipe
+from principlelab.core.recipe import SLOTS, PrincipleChoice, Recipe
 from principlelab.core.signals import Signals
 from principlelab.core.tasks import TaskData, load_task
 from principlelab.errors import ConfigError, TrainingDiverged
@@ -221,8 +221,11 @@ class Trainer:
         test_loss, test_acc = evaluate(learning, net, composition, task.x_test, task.y_test)
         signals.eval_macs += task.x_test.shape[0] * learning.eval_macs_per_sample(net, composition)
         last = reports[-1]
+        resolved = recipe.model_copy(update={  # every config with its defaults, as the run used it
+            slot: PrincipleChoice(name=getattr(recipe, slot).name, config=self.p[slot].config.model_dump(mode="json"))
+            for slot in SLOTS})
         result = RunResult(
-            recipe=recipe, test_accuracy=test_acc, test_loss=test_loss, val_accuracy=last.val_accuracy,
+            recipe=resolved, test_accuracy=test_acc, test_loss=test_loss, val_accuracy=last.val_accuracy,
             val_loss=last.val_loss, params=self.num_params(), macs=signals.total_macs,
             forward_macs=net.forward_macs() + composition.forward_macs(net), samples_seen=signals.samples_seen,
             wall_s=time.perf_counter() - started, widths=list(net.widths), growth_events=self.events,
