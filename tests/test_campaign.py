@@ -354,6 +354,17 @@ def test_a_crashing_principle_is_recorded_as_failed_and_the_campaign_finishes(tm
             "plab campaign status crash lists the reasons") in result.stderr
 
 
+def test_a_campaign_whose_every_trial_fails_still_ends_cleanly(tmp_path: Path):
+    result, db = failing_campaign(tmp_path, "allfail", BOOM_TRIGGER, {"trigger": ["boom"]})
+    assert {r.status for r in runs_by_level(db, "allfail")["coarse"]} == {"failed"}
+    assert "warning: 6 run(s) of campaign 'allfail' failed (most often: 'RuntimeError: boom', 6x)" in result.stderr
+    assert "no complete runs on digits at level 'fine': no leaderboard" in result.stderr
+    board = invoke("leaderboard", "--storage", db.url, "--campaign", "allfail", "--fidelity", "fine")
+    assert board.exit_code == 0 and "no complete runs" in board.stderr  # a declared level, not an unknown one
+    typo = invoke("leaderboard", "--storage", db.url, "--campaign", "allfail", "--fidelity", "fne")
+    assert typo.exit_code == 2 and "unknown fidelity (in campaign 'allfail') 'fne'; known: coarse" in typo.stderr
+
+
 def test_an_incompatible_combination_is_recorded_as_rejected_without_training(tmp_path: Path):
     (tmp_path / "principles.py").write_text(PICKY_TRIGGER)
     path = write(tmp_path, campaign_toml("picky", trials=6, pruner="none", fine=False, coarse_epochs=1,

@@ -128,6 +128,9 @@ def _print_leaderboard(runner: CampaignRunner, level: str, top: int) -> None:
     for task in runner.spec.tasks:
         rows = leaderboard.query(runner.db, campaign=runner.spec.name, task=task, level=level, group_by="recipe",
                                  metric="test_accuracy", top=top)
+        if not rows:  # e.g. every first-level trial failed, so nothing was promoted
+            click.echo(f"no complete runs on {task} at level {level!r}: no leaderboard", err=True)
+            continue
         Console(width=None if sys.stdout.isatty() else 160).print(
             leaderboard_table(rows, group_by="recipe", metric="test_accuracy"))
 

@@ -8,6 +8,7 @@ sum of squares), so only the top groups travel to Python.
 from __future__ import annotations
 
 import math
+import tomllib
 import warnings
 from collections import defaultdict
 from typing import Any
@@ -112,13 +113,16 @@ def _filters(session: Session, *, campaign: str | None, task: str | None, level:
     """Conditions on :class:`RunRow`; a task, fidelity or principle with no run in scope is an
     :class:`UnknownNameError` listing those that have runs (a typo is not an empty answer)."""
     conds: list[ColumnElement[bool]] = []
+    declared: dict[str, set[str]] = {"task": set(), "fidelity": set()}
     if campaign is not None:
         conds.append(RunRow.campaign_id == _campaign_id(session, campaign))
+        declared = _declared(session, campaign)
     scope = list(conds)
     where_text = "in this leaderboard" if campaign is None else f"in campaign {campaign!r}"
     for column, value, what in ((RunRow.task, task, "task"), (RunRow.level, level, "fidelity")):
         if value is not None:
-            check_known(session, column, value, f"{what} ({where_text})", scope)
+            if value not in declared[what]:  # a level of the campaign's file may have no runs yet
+                check_known(session, column, value, f"{what} ({where_text})", scope)
             conds.append(column == value)
     if status is not None:
         conds.append(RunRow.status == status)
@@ -219,6 +223,15 @@ def _num(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _declared(session: Session, campaign: str) -> dict[str, set[str]]:
+    """The tasks and level names campaign ``campaign``'s file declares (empty if it cannot be read)."""
+    try:
+        spec = tomllib.loads(campaign_row(session, campaign).spec_json)
+        return {"task": set(spec.get("tasks", [])), "fidelity": {level["name"] for level in spec.get("levels", [])}}
+    except (tomllib.TOMLDecodeError, KeyError, TypeError):
+        return {"task": set(), "fidelity": set()}
+
+
 def check_known(session: Session, column: Any, value: str, what: str, scope: list[ColumnElement[bool]]) -> None:
     """Raise :class:`UnknownNameError` (listing the values that occur) if no run in ``scope`` has
     ``column == value``."""
@@ -247,9 +260,11 @@ def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "
     with db.session(write=False) as session:
         campaign_id = _campaign_id(session, campaign)
         base = [RunRow.campaign_id == campaign_id, RunRow.status == "complete", col.is_not(None)]
+        declared = _declared(session, campaign)
         for column, value, what in ((RunRow.task, task, "task"), (RunRow.level, level, "fidelity")):
             if value is not None:
-                check_known(session, column, value, f"{what} (in campaign {campaign!r})", base[:1])
+                if value not in declared[what]:
+                    check_known(session, column, value, f"{what} (in campaign {campaign!r})", base[:1])
                 base.append(column == value)
         sides = []
         for name, spec in (("A", a), ("B", b)):
