@@ -509,3 +509,18 @@ def test_a_campaign_file_that_is_not_utf8_is_one_line_and_writes_nothing(tmp_pat
     assert line == ("plab: error: campaign file 'campaign.toml' is not UTF-8 text (TOML files are UTF-8): "
                     "byte 0xe9 at offset 3; save it as UTF-8")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["campaign.toml"]
+
+
+def test_read_commands_leave_a_database_that_is_not_theirs_byte_for_byte(tmp_path: Path):
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("create table t(x)")
+    conn.close()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    before = {path: path.read_bytes() for path in (other, empty)}
+    for path in (other, empty):
+        for args in (["campaign", "status", "x"], ["leaderboard"], ["report", "x"]):
+            line = error_line(invoke(*args, "--storage", f"sqlite:///{path}"))
+            assert "no principlelab tables" in line
+    assert {path: path.read_bytes() for path in (other, empty)} == before  # not even switched to WAL

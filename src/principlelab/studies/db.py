@@ -107,7 +107,7 @@ class LeaderboardDB:
         if self.sqlite_file is not None and not create and not self.sqlite_file.exists():
             raise StorageError(f"no principlelab database at {self.sqlite_file}; run a campaign first "
                                "or pass --storage")
-        self.engine = forget_at_fork(self._make_engine(parsed, echo))
+        self.engine = forget_at_fork(self._make_engine(parsed, echo, wal=create))
         self._sessions = sessionmaker(expire_on_commit=False)
         self._write_engine = self.engine.execution_options(plab_write=True)
         try:
@@ -118,7 +118,7 @@ class LeaderboardDB:
 
     # -- engine / connections
 
-    def _make_engine(self, parsed: URL, echo: bool) -> Engine:
+    def _make_engine(self, parsed: URL, echo: bool, *, wal: bool) -> Engine:
         kwargs: dict[str, Any] = {"echo": echo}
         if self.backend == "sqlite":
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
@@ -138,7 +138,7 @@ class LeaderboardDB:
             raise StorageError(f"invalid storage URL {self.masked_url}: {one_line(str(exc))}") from None
         if self.backend == "sqlite":
             event.listen(engine, "connect", sqlite_pragmas(SQLITE_BUSY_TIMEOUT_MS, foreign_keys=True,
-                                                           own_transactions=True))
+                                                           own_transactions=True, wal=wal))
             event.listen(engine, "begin", _sqlite_on_begin)
         return engine
 

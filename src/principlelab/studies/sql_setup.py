@@ -96,13 +96,14 @@ def describe_db_error(exc: BaseException, url: str | URL, sqlite_file: Path | No
     return f"database error on {where}: {type(exc).__name__}: {detail}"
 
 
-def sqlite_pragmas(busy_timeout_ms: int, *, foreign_keys: bool = False,
-                   own_transactions: bool = False) -> Callable[[Any, Any], None]:
+def sqlite_pragmas(busy_timeout_ms: int, *, foreign_keys: bool = False, own_transactions: bool = False,
+                   wal: bool = True) -> Callable[[Any, Any], None]:
     """A ``connect`` event listener that sets up each new SQLite connection of an engine.
 
     ``foreign_keys`` turns on SQLite's foreign-key enforcement (off by default in SQLite);
     ``own_transactions`` stops the sqlite3 driver from opening transactions itself, for engines that
-    send their own ``BEGIN`` (transactional DDL, ``BEGIN IMMEDIATE``).
+    send their own ``BEGIN`` (transactional DDL, ``BEGIN IMMEDIATE``); ``wal=False`` leaves the
+    file's journal mode alone (switching to WAL writes to the file: not for read-only commands).
     """
 
     def set_up(dbapi_connection: Any, _record: Any) -> None:
@@ -114,7 +115,8 @@ def sqlite_pragmas(busy_timeout_ms: int, *, foreign_keys: bool = False,
             cursor.execute("PRAGMA synchronous=NORMAL")
             if foreign_keys:
                 cursor.execute("PRAGMA foreign_keys=ON")
-            _switch_to_wal(cursor, busy_timeout_ms / 1000)
+            if wal:
+                _switch_to_wal(cursor, busy_timeout_ms / 1000)
         finally:
             cursor.close()
 
