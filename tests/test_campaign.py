@@ -524,3 +524,10 @@ def test_read_commands_leave_a_database_that_is_not_theirs_byte_for_byte(tmp_pat
             line = error_line(invoke(*args, "--storage", f"sqlite:///{path}"))
             assert "no principlelab tables" in line
     assert {path: path.read_bytes() for path in (other, empty)} == before  # not even switched to WAL
+
+
+def test_a_report_into_a_folder_that_cannot_be_made_is_one_line(tmp_path: Path):
+    (tmp_path / "afile").write_text("")
+    line = error_line(invoke("report", "x", "--storage", f"sqlite:///{tmp_path / 'none.db'}",
+                             "--out", str(tmp_path / "afile" / "sub")))
+    assert "cannot write the report into" in line and "pick another --out" in line

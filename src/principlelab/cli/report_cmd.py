@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -30,14 +31,28 @@ def report(campaign: str | None, run_id: int | None, storage: str | None, out_di
                           "plab campaign status NAME shows a campaign's runs")
     from principlelab.report import campaign_report, run_report
 
+    target = out_dir or Path(f"report-run-{run_id}" if run_id is not None else f"report-{campaign}")
+    _check_writable(target)  # before a second of drawing, and before anything is written
     url = default_storage_url(storage)
     with open_db(storage) as db:
         if run_id is not None:
-            result = run_report(db, run_id, out_dir or Path(f"report-run-{run_id}"))
+            result = run_report(db, run_id, target)
         else:
             assert campaign is not None
-            result = campaign_report(db, campaign, out_dir or Path(f"report-{campaign}"), url)
+            result = campaign_report(db, campaign, target, url)
     click.echo(f"report written to {result.index} ({len(result.figures)} figures, {result.seconds:.1f} s)")
+
+
+def _check_writable(folder: Path) -> None:
+    """A one-line error unless ``folder`` is, or can be made as, a writable directory."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == folder.absolute() and not existing.is_dir():
+        raise ConfigError(f"--out {str(folder)!r} is a file, not a folder; pick another --out")
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write the report into {str(folder)!r} ({str(existing)!r} is not a writable "
+                          "folder); pick another --out")
 
 
 __all__ = ["report"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from principlelab.core.recipe import SLOTS
-from principlelab.errors import StorageError
+from principlelab.errors import ConfigError, StorageError
 from principlelab.report import data as d
 from principlelab.report import plots, runplots
 from principlelab.report.importance import study_importance
@@ -34,7 +34,11 @@ def slug(text: str) -> str:
 
 
 def _write(out_dir: Path, title: str, meta: list[str], sections: list[Section], started: float) -> ReportResult:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report into {str(out_dir)!r}: {exc.strerror or exc}; pick another "
+                          "--out") from None
     paths = []
     for section in sections:
         for fig in section.figures:
