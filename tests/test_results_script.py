@@ -112,3 +112,27 @@ def test_principles_index_lists_every_builtin() -> None:
                                   "update PAGELESS and docs/principles.md")
     linked = {Path(t).name for t in entries.values()}
     assert {p.name for p in PAGES.glob("*.md")} <= linked, "a page in docs/principles/ is not linked"
+
+
+def test_principle_pages_say_which_fields_campaigns_search() -> None:
+    """A page's search column is a dash exactly when campaigns do not search the field (a bool or
+    Literal field is searched without a hint; three pages once said otherwise)."""
+    from principlelab.studies.search_hints import field_distribution
+
+    registry = get_registry()
+    checked = 0
+    for page in sorted(PAGES.glob("*.md")):
+        slot, name = page.stem.split("_", 1)
+        cls = registry.get(slot, name)
+        lines = page.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if not re.match(r"^\| (field|parameter) \| default \|", line):
+                continue
+            end = next((j for j in range(i + 2, len(lines)) if not lines[j].startswith("|")), len(lines))
+            for row in lines[i + 2:end]:  # this table's rows
+                cells = [c.strip() for c in row.strip("|").split("|")]
+                for field in cells[0].strip("`").split("`, `"):
+                    searched = field_distribution(cls, field, cls.Config.model_fields[field]) is not None
+                    assert searched == (cells[3] not in ("-", "\u2013", "not searched")), (page.name, field, cells[3])
+                    checked += 1
+    assert checked > 60
