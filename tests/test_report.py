@@ -283,3 +283,12 @@ def test_chromium_renders_every_image(tiny_report: Path, tmp_path: Path):
     assert "6. Growth" in dom
     png = screenshot(tiny_report / "index.html", tmp_path / "shot.png", width=1280, height=4000)
     assert png.read_bytes()[:8] == PNG_SIGNATURE and png.stat().st_size > 50_000
+
+
+def test_a_shortened_label_keeps_its_recipe_key():
+    """Two recipes with the same leading principles were both cut to '... capsule_routin…' in a legend."""
+    from principlelab.report.plots import shorten
+
+    label = "dense / grad_variance / katz / capsule_routing [eaf8a2]"
+    assert shorten(label, 48) == "dense / grad_variance / katz / capsule… [eaf8a2]" and len(shorten(label, 48)) == 48
+    assert shorten(label, 80) == label and shorten("x" * 70, 48) == "x" * 47 + "…"

@@ -179,7 +179,9 @@ def _promotion(sec: Section, data: d.CampaignData, task: str) -> None:
         return
     shown = [p for p in pairs if p.points]
     for p in pairs:
-        if not p.points:
+        if not p.points and not p.promoted:
+            sec.note(f"{task}: nothing was promoted from {p.lower} to {p.upper} (no complete run at {p.lower})")
+        elif not p.points:
             sec.note(f"{task}: {p.promoted} recipe(s) promoted from {p.lower} to {p.upper}, none with a complete "
                      f"run at {p.upper} yet")
     if shown:
@@ -282,7 +284,8 @@ def run_report(db: LeaderboardDB, run_id: int, out_dir: Path) -> ReportResult:
                                      for slot in SLOTS]
     rows: list[list[object]] = [
         ["campaign", campaign or "-"], ["task / level / seed", f"{run.task} / {run.level} / {run.seed}"],
-        ["status", run.status + (f": {run.failure_reason}" if run.failure_reason else "")], *slot_rows,
+        ["status", run.status + (f": {run.failure_reason.removeprefix(run.status + ': ')}"  # no 'rejected: rejected:'
+                                 if run.failure_reason else "")], *slot_rows,
         ["recipe key", run.recipe_key],
         ["test / val accuracy", f"{fmt(run.test_accuracy)} / {fmt(run.val_accuracy)}"],
         ["test / val loss", f"{fmt(run.test_loss)} / {fmt(run.val_loss)}"], ["params", fmt(run.params)],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,7 +43,12 @@ def png(fig: Figure) -> bytes:
 
 
 def shorten(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """``text`` cut to ``limit`` characters; a trailing recipe key (``[4ce6e1]``) is kept, since it is
+    what tells two recipes with the same leading principles apart."""
+    if len(text) <= limit:
+        return text
+    head, key = (text[:-9], text[-9:]) if re.search(r" \[[0-9a-f]{6}\]$", text) else (text, "")
+    return head[: limit - len(key) - 1] + "…" + key
 
 
 # ------------------------------------------------------------------------------------- leaderboard
