@@ -188,7 +188,9 @@ def _assemble(spec: str, arrays: dict[str, Array], input_shape: tuple[int, ...] 
             )
         if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or not np.isfinite(x).all():
             raise TaskDataError(f"task file {spec!r}: X{k} must be finite numbers (no NaN/inf, no strings)")
-        if np.isfinite(x).all() and not np.isfinite(x.astype(np.float32)).all():
+        with np.errstate(over="ignore"):  # the overflow is what is checked: no RuntimeWarning besides the error
+            beyond_float32 = np.isfinite(x).all() and not np.isfinite(x.astype(np.float32)).all()
+        if beyond_float32:
             raise TaskDataError(f"task file {spec!r}: X{k} has values beyond float32's range (|x| > 3.4e38); "
                                 "rescale the features")
         numeric = np.issubdtype(y.dtype, np.number) or y.dtype == bool
