@@ -221,3 +221,12 @@ def test_a_recipe_file_fidelity_table_named_like_a_level_changes_only_the_keys_i
     assert (own.data_fraction, own.width_cap, own.epochs) == (1.0, None, 2)
     dumped = make_recipe({"fidelity": "coarse"}).model_dump()
     assert make_recipe(dumped).fidelity == FIDELITIES["coarse"]  # a full table round-trips unchanged
+
+
+def test_a_bad_option_or_command_is_one_line_naming_the_help_to_read():
+    code, _, err = invoke("report", "--run", "abc")
+    assert_one_line_error(code, err, "Invalid value for '--run'", "(see plab report --help)")
+    code, _, err = invoke("campaign", "run", "--workers", "x", "c.toml")
+    assert_one_line_error(code, err, "Invalid value for '--workers'", "(see plab campaign run --help)")
+    code, _, err = invoke("leaderboard", "--group-by", "nope")
+    assert_one_line_error(code, err, "'--group-by'", "(see plab leaderboard --help)")

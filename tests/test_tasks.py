@@ -398,3 +398,14 @@ def test_train_refuses_task_data_of_another_task() -> None:
     recipe = make_recipe({"task": "digits", "fidelity": {"epochs": 1}, "network": {"hidden": [8]}})
     with pytest.raises(ConfigError, match="task data 'xor' is not the recipe's task 'digits'"):
         train(recipe, task=load_task("xor", fidelity=recipe.fidelity, seed=0))
+
+
+def test_load_task_takes_a_level_name_or_a_table_as_a_recipe_does() -> None:
+    from principlelab.core.recipe import FIDELITIES
+
+    by_name = load_task("digits", fidelity="coarse", seed=0)
+    assert torch.equal(by_name.x_train, load_task("digits", fidelity=FIDELITIES["coarse"], seed=0).x_train)
+    half = load_task("digits", fidelity={"name": "coarse", "data_fraction": 0.5}, seed=0)
+    assert len(half.y_train) == 628  # half of digits' 1257 training samples, not coarse's 30%
+    with pytest.raises(UnknownNameError, match="coarse"):
+        load_task("digits", fidelity="corse", seed=0)

@@ -1,7 +1,7 @@
 """The ``plab`` command line: parse and dispatch only; the work lives in the library.
 
 Every :class:`~principlelab.errors.PrincipleLabError` becomes one line on stderr
-(``plab: error: ...``) and exit code 2, with no traceback; a skipped plugin's
+(``plab: error: ...``) and exit code 2, with no traceback, as does a bad option of a command; a skipped plugin's
 :class:`~principlelab.registry.manager.PluginWarning` is one line too (``plab: warning: ...``).
 """
 
@@ -24,6 +24,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except PrincipleLabError as exc:
             click.echo(f"plab: error: {exc}", err=True)
+            ctx.exit(2)
+        except click.UsageError as exc:  # a bad option or argument of a command: one line too, not three
+            where = " ".join(["plab", *(exc.ctx.command_path.split()[1:] if exc.ctx is not None else [])])
+            click.echo(f"plab: error: {exc.format_message()} (see {where} --help)", err=True)
             ctx.exit(2)
 
 

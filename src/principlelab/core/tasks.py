@@ -27,7 +27,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
-from principlelab.core.recipe import Fidelity
+from principlelab.core.recipe import Fidelity, resolve_fidelity
 from principlelab.errors import ConfigError, TaskDataError, UnknownNameError
 
 Array = npt.NDArray[Any]
@@ -111,14 +111,16 @@ def clear_task_cache() -> None:
     _RAW_CACHE.clear()
 
 
-def load_task(name: str, *, fidelity: Fidelity, seed: int) -> TaskData:
-    """Load task ``name`` at ``fidelity``; ``seed`` picks the ``data_fraction`` training subset.
+def load_task(name: str, *, fidelity: Fidelity | str | dict[str, Any], seed: int) -> TaskData:
+    """Load task ``name`` at ``fidelity`` (a :class:`Fidelity`, a level name such as ``"coarse"``, or a
+    dict, as a recipe takes it); ``seed`` picks the ``data_fraction`` training subset.
 
     Validation and test splits never depend on ``seed`` or ``fidelity.data_fraction``.
     ``fidelity.input_resolution`` < 1 average-pools every spatial axis of size ``s`` to
     ``max(1, round(s * r))``; it is ignored for non-spatial tasks (``input_shape`` None).
     Raises :class:`UnknownNameError` for unknown names and :class:`TaskDataError` for bad data.
     """
+    fidelity = resolve_fidelity(fidelity)
     raw = _raw_task(name)
     x_train, y_train = raw.x_train, raw.y_train
     if fidelity.data_fraction < 1.0:
