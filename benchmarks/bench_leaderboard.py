@@ -37,8 +37,9 @@ from sqlalchemy import insert
 
 from principlelab.cli.leaderboard_cmd import leaderboard
 from principlelab.core.recipe import SLOTS
+from principlelab.studies.compare import compare
 from principlelab.studies.db import LeaderboardDB, RunRow
-from principlelab.studies.leaderboard import compare, query
+from principlelab.studies.leaderboard import query
 
 PRINCIPLES = {
     "connectivity": ["dense", "sparse_random", "skip", "local"],

@@ -193,7 +193,7 @@ def compare(a: str, b: str, campaign: str, metric: str, task: str | None, fideli
     A and B are each SLOT=NAME (a principle, e.g. growth=random) or a recipe key (or a unique prefix of
     at least 6 characters; plab leaderboard --group-by recipe lists them).
     """
-    from principlelab.studies.leaderboard import compare as compare_runs
+    from principlelab.studies.compare import compare as compare_runs
 
     with open_db(storage) as db:
         result = compare_runs(db, campaign=campaign, a=a, b=b, metric=metric, task=task, level=fidelity)

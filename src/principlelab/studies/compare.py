@@ -1,0 +1,144 @@
+"""Paired comparison of two principles or recipes over matched seeds (``plab compare``)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+from sqlalchemy import ColumnElement, Float, cast, func, select
+from sqlalchemy.orm import Session
+
+from principlelab.core.recipe import SLOTS
+from principlelab.errors import ConfigError, UnknownNameError
+from principlelab.studies.db import LeaderboardDB, RunRow
+from principlelab.studies.leaderboard import (
+    ALPHA,
+    MIN_KEY_PREFIX,
+    _campaign_id,
+    _declared,
+    check_known,
+    higher_is_better,
+)
+
+
+def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "test_accuracy",
+            task: str | None = None, level: str | None = None) -> dict[str, Any]:
+    """A paired comparison of A and B over matched seeds.
+
+    ``a`` and ``b`` are each ``slot=name`` (every complete run with that principle) or a recipe key (or
+    a unique prefix of at least 6 characters). Runs are matched on ``(task, level, seed)``: for every
+    such cell where both sides have complete runs, the pair is (mean of A's runs, mean of B's runs).
+    The paired t-test (``scipy.stats.ttest_rel``) decides ``significant`` (p < 0.05); the Wilcoxon
+    signed-rank test is added when there are at least 6 pairs and not all differences are zero.
+    ``mean_diff`` is ``mean_b - mean_a``; ``better`` is ``"a"``/``"b"`` when significant, else None.
+    Fewer than 2 pairs is a ConfigError.
+    """
+    higher = higher_is_better(metric)
+    col = getattr(RunRow, metric)
+    with db.session(write=False) as session:
+        campaign_id = _campaign_id(session, campaign)
+        base = [RunRow.campaign_id == campaign_id, RunRow.status == "complete", col.is_not(None)]
+        declared = _declared(session, campaign)
+        for column, value, what in ((RunRow.task, task, "task"), (RunRow.level, level, "fidelity")):
+            if value is not None:
+                if value not in declared[what]:
+                    check_known(session, column, value, f"{what} (in campaign {campaign!r})", base[:1])
+                base.append(column == value)
+        sides = []
+        for name, spec in (("A", a), ("B", b)):
+            label, cond = _side(session, campaign, campaign_id, name, spec)
+            cells = session.execute(
+                select(RunRow.task, RunRow.level, RunRow.seed, func.avg(cast(col, Float)), func.count(col))
+                .where(*base, cond).group_by(RunRow.task, RunRow.level, RunRow.seed)).all()
+            sides.append((label, {(r[0], r[1], r[2]): float(r[3]) for r in cells}, sum(r[4] for r in cells)))
+    (label_a, cells_a, runs_a), (label_b, cells_b, runs_b) = sides
+    if label_a == label_b:
+        raise ConfigError(f"compare: A and B are the same ({label_a}); name two different principles or recipes")
+    keys = sorted(set(cells_a) & set(cells_b))
+    if len(keys) < 2:
+        scope = "".join(f", {k}={v}" for k, v in (("task", task), ("fidelity", level)) if v)
+        raise ConfigError(
+            f"compare: only {len(keys)} (task, fidelity, seed) cell(s) have complete runs with {metric} for "
+            f"both A ({label_a}: {runs_a} runs in {len(cells_a)} cells) and B ({label_b}: {runs_b} runs in "
+            f"{len(cells_b)} cells) in campaign {campaign!r}{scope}; a paired test needs at least 2 — run "
+            "more seeds, or compare at a level where both ran")
+    xa = [cells_a[k] for k in keys]
+    xb = [cells_b[k] for k in keys]
+    diffs = [y - x for x, y in zip(xa, xb)]
+    t_stat = p_t = w_stat = p_w = None
+    from scipy import stats
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if any(d != 0 for d in diffs):
+            res = stats.ttest_rel(xb, xa)
+            t_stat, p_t = _finite(res.statistic), _finite(res.pvalue)
+            if len(keys) >= 6:
+                try:
+                    wres = stats.wilcoxon(xb, xa)
+                    w_stat, p_w = _finite(wres.statistic), _finite(wres.pvalue)
+                except ValueError:
+                    pass
+    n = len(keys)
+    mean_a, mean_b = sum(xa) / n, sum(xb) / n
+    mean_diff = mean_b - mean_a
+    significant = p_t is not None and p_t < ALPHA
+    better = None
+    if significant:
+        better = "b" if (mean_diff > 0) == higher else "a"
+    wil = f", Wilcoxon p={p_w:.3g}" if p_w is not None else ""
+    p_text = f"p={p_t:.3g}" if p_t is not None else "p undefined (all differences zero)"
+    if significant:
+        win, lose = ("B", "A") if better == "b" else ("A", "B")
+        labels = {"A": label_a, "B": label_b}
+        verdict = (f"{win} ({labels[win]}) is better than {lose} ({labels[lose]}) on {metric}: "
+                   f"A {mean_a:.4g} vs B {mean_b:.4g} (B-A {mean_diff:+.4g}) over {n} paired seeds; "
+                   f"significant at p<{ALPHA} by the paired t-test ({p_text}{wil})")
+    else:
+        verdict = (f"no significant difference between A ({label_a}) and B ({label_b}) on {metric}: "
+                   f"A {mean_a:.4g} vs B {mean_b:.4g} (B-A {mean_diff:+.4g}) over {n} paired seeds; "
+                   f"paired t-test {p_text}{wil}")
+    return {"campaign": campaign, "metric": metric, "higher_is_better": higher, "a": label_a, "b": label_b,
+            "n_pairs": n, "runs_a": runs_a, "runs_b": runs_b, "mean_a": mean_a, "mean_b": mean_b,
+            "mean_diff": mean_diff, "t": t_stat, "p_t": p_t, "w": w_stat, "p_w": p_w,
+            "test": "paired t-test", "alpha": ALPHA, "significant": significant, "better": better,
+            "verdict": verdict,
+            "pairs": [{"task": k[0], "level": k[1], "seed": k[2], "a": x, "b": y}
+                      for k, x, y in zip(keys, xa, xb)]}
+
+
+def _side(session: Session, campaign: str, campaign_id: int, name: str,
+          spec: str) -> tuple[str, ColumnElement[bool]]:
+    """``(label, condition)`` for one side of :func:`compare`."""
+    if "=" in spec:
+        slot, _, principle = (part.strip() for part in spec.partition("="))
+        if slot not in SLOTS:
+            raise UnknownNameError("slot", slot, SLOTS)
+        if not principle:
+            raise ConfigError(f"compare: {name} {spec!r} must look like slot=name, e.g. growth=random")
+        check_known(session, getattr(RunRow, slot), principle, f"{slot} principle (in campaign {campaign!r})",
+                    [RunRow.campaign_id == campaign_id])
+        return f"{slot}={principle}", getattr(RunRow, slot) == principle
+    spec = spec.strip()
+    if len(spec) < MIN_KEY_PREFIX:
+        raise ConfigError(f"compare: {name} {spec!r} is neither slot=name (e.g. growth=random) nor a "
+                          f"recipe key (give at least {MIN_KEY_PREFIX} characters of it)")
+    keys = list(session.scalars(select(RunRow.recipe_key).distinct().where(
+        RunRow.campaign_id == campaign_id, RunRow.recipe_key.startswith(spec, autoescape=True)).limit(6)))
+    if not keys:
+        raise ConfigError(f"compare: no recipe key starting with {spec!r} in campaign {campaign!r}; "
+                          "plab leaderboard --group-by recipe lists them")
+    if len(keys) > 1:
+        shown = ", ".join(sorted(keys)[:5])
+        raise ConfigError(f"compare: {name} {spec!r} matches several recipe keys ({shown}"
+                          f"{', ...' if len(keys) > 5 else ''}); give more characters")
+    return keys[0], RunRow.recipe_key == keys[0]
+
+
+def _finite(value: Any) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+__all__ = ["compare"]
