@@ -18,8 +18,8 @@ from principlelab.studies.sql_setup import is_sqlite, mask_url, sqlite_pragmas
 
 HEARTBEAT_INTERVAL_S = int(os.environ.get("PRINCIPLELAB_HEARTBEAT_INTERVAL", "10"))
 HEARTBEAT_GRACE_S = int(os.environ.get("PRINCIPLELAB_HEARTBEAT_GRACE", "60"))
-_SQLITE_BUSY_TIMEOUT_MS = 30_000  # Optuna's RDB storage on SQLite: writers queue this long
 """A trial whose worker sent no heartbeat for the grace period is failed and retried."""
+_SQLITE_BUSY_TIMEOUT_MS = 30_000  # Optuna's RDB storage on SQLite: writers queue this long
 
 
 def quiet_optuna() -> None:
