@@ -11,15 +11,8 @@ from sqlalchemy.orm import Session
 
 from principlelab.core.recipe import SLOTS
 from principlelab.errors import ConfigError, UnknownNameError
-from principlelab.studies.db import LeaderboardDB, RunRow
-from principlelab.studies.leaderboard import (
-    ALPHA,
-    MIN_KEY_PREFIX,
-    _campaign_id,
-    _declared,
-    check_known,
-    higher_is_better,
-)
+from principlelab.studies.db import LeaderboardDB, RunRow, campaign_row
+from principlelab.studies.leaderboard import ALPHA, MIN_KEY_PREFIX, check_known, higher_is_better, task_and_level
 
 
 def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "test_accuracy",
@@ -37,14 +30,11 @@ def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "
     higher = higher_is_better(metric)
     col = getattr(RunRow, metric)
     with db.session(write=False) as session:
-        campaign_id = _campaign_id(session, campaign)
-        base = [RunRow.campaign_id == campaign_id, RunRow.status == "complete", col.is_not(None)]
-        declared = _declared(session, campaign)
-        for column, value, what in ((RunRow.task, task, "task"), (RunRow.level, level, "fidelity")):
-            if value is not None:
-                if value not in declared[what]:
-                    check_known(session, column, value, f"{what} (in campaign {campaign!r})", base[:1])
-                base.append(column == value)
+        row = campaign_row(session, campaign)
+        campaign_id = row.id
+        in_campaign = [RunRow.campaign_id == campaign_id]
+        base = [*in_campaign, RunRow.status == "complete", col.is_not(None),
+                *task_and_level(session, row, in_campaign, task, level)]
         sides = []
         for name, spec in (("A", a), ("B", b)):
             label, cond = _side(session, campaign, campaign_id, name, spec)

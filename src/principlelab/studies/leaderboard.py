@@ -111,18 +111,10 @@ def _filters(session: Session, *, campaign: str | None, task: str | None, level:
              where: dict[str, str] | None, status: str | None) -> list[ColumnElement[bool]]:
     """Conditions on :class:`RunRow`; a task, fidelity or principle with no run in scope is an
     :class:`UnknownNameError` listing those that have runs (a typo is not an empty answer)."""
-    conds: list[ColumnElement[bool]] = []
-    declared: dict[str, set[str]] = {"task": set(), "fidelity": set()}
-    if campaign is not None:
-        conds.append(RunRow.campaign_id == _campaign_id(session, campaign))
-        declared = _declared(session, campaign)
-    scope = list(conds)
+    row = campaign_row(session, campaign) if campaign is not None else None
+    scope = [] if row is None else [RunRow.campaign_id == row.id]
+    conds = [*scope, *task_and_level(session, row, scope, task, level)]
     where_text = "in this leaderboard" if campaign is None else f"in campaign {campaign!r}"
-    for column, value, what in ((RunRow.task, task, "task"), (RunRow.level, level, "fidelity")):
-        if value is not None:
-            if value not in declared[what]:  # a level of the campaign's file may have no runs yet
-                check_known(session, column, value, f"{what} ({where_text})", scope)
-            conds.append(column == value)
     if status is not None:
         conds.append(RunRow.status == status)
     for slot, name in (where or {}).items():
@@ -132,10 +124,6 @@ def _filters(session: Session, *, campaign: str | None, task: str | None, level:
         check_known(session, column, name, f"{slot} principle ({where_text})", scope)
         conds.append(column == name)
     return conds
-
-
-def _campaign_id(session: Session, name: str) -> int:
-    return campaign_row(session, name).id
 
 
 def _order(expr: Any, desc: bool) -> Any:
@@ -222,10 +210,26 @@ def _num(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _declared(session: Session, campaign: str) -> dict[str, set[str]]:
-    """The tasks and level names campaign ``campaign``'s file declares (empty if it cannot be read)."""
+def task_and_level(session: Session, campaign: CampaignRow | None, scope: list[ColumnElement[bool]],
+                   task: str | None, level: str | None) -> list[ColumnElement[bool]]:
+    """Conditions for ``task`` and ``level`` (None: any). One with no run in ``scope`` is an
+    :class:`UnknownNameError` listing those that have runs, unless ``campaign``'s file declares it
+    (a declared level may have no runs yet)."""
+    declared = _declared(campaign) if campaign is not None else {"task": set(), "fidelity": set()}
+    where_text = "in this leaderboard" if campaign is None else f"in campaign {campaign.name!r}"
+    conds = []
+    for column, value, what in ((RunRow.task, task, "task"), (RunRow.level, level, "fidelity")):
+        if value is not None:
+            if value not in declared[what]:
+                check_known(session, column, value, f"{what} ({where_text})", scope)
+            conds.append(column == value)
+    return conds
+
+
+def _declared(campaign: CampaignRow) -> dict[str, set[str]]:
+    """The tasks and level names ``campaign``'s file declares (empty if it cannot be read)."""
     try:
-        spec = tomllib.loads(campaign_row(session, campaign).spec_json)
+        spec = tomllib.loads(campaign.spec_json)
         return {"task": set(spec.get("tasks", [])), "fidelity": {level["name"] for level in spec.get("levels", [])}}
     except (tomllib.TOMLDecodeError, KeyError, TypeError):
         return {"task": set(), "fidelity": set()}
