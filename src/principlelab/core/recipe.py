@@ -67,13 +67,16 @@ def resolve_fidelity(fidelity: str | Fidelity | dict[str, Any]) -> Fidelity:
         if fidelity not in FIDELITIES:
             raise UnknownNameError("fidelity", fidelity, FIDELITIES)
         return FIDELITIES[fidelity]
-    named = FIDELITIES.get(str(fidelity.get("name")))
-    if named is not None:
-        fidelity = {**named.model_dump(), **fidelity}
     try:
-        return Fidelity(**fidelity)
+        return Fidelity(**_over_named_level(fidelity))
     except ValidationError as exc:
         raise ConfigError(format_validation_error("fidelity", exc, Fidelity)) from None
+
+
+def _over_named_level(table: dict[str, Any]) -> dict[str, Any]:
+    """``table`` over the keys of the named level it names, if it names one (else unchanged)."""
+    named = FIDELITIES.get(str(table.get("name")))
+    return table if named is None else {**named.model_dump(), **table}
 
 
 class NetworkSpec(_Strict):
@@ -116,9 +119,7 @@ class Recipe(_Strict):
         """A name, or a table that changes some keys of a named level (see :func:`resolve_fidelity`)."""
         if isinstance(value, str):
             return resolve_fidelity(value)
-        if isinstance(value, dict) and str(value.get("name")) in FIDELITIES:
-            return {**FIDELITIES[str(value["name"])].model_dump(), **value}
-        return value
+        return _over_named_level(value) if isinstance(value, dict) else value
 
     @field_validator(*SLOTS, mode="before")
     @classmethod
