@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 
 class PrincipleLabError(Exception):
@@ -90,15 +91,25 @@ def _allowed(model: type[BaseModel] | None, err: Any) -> str:
     field = owner.model_fields.get(str(last))
     if field is None:
         return ""
+    bounds = field_bounds(field)
     low, high = "", ""
-    for meta in field.metadata:
-        for name, text in _BOUNDS:
-            bound = getattr(meta, name, None)
-            if bound is not None and name in ("ge", "gt"):
-                low = text.format(bound)
-            elif bound is not None:
-                high = text.format(bound)
+    for name, text in _BOUNDS:
+        if name in bounds and name in ("ge", "gt"):
+            low = text.format(bounds[name])
+        elif name in bounds:
+            high = text.format(bounds[name])
     return f"; allowed: {low}{last}{high}" if low and high else ""
+
+
+def field_bounds(field: FieldInfo) -> dict[str, Any]:
+    """``{"ge"|"gt"|"le"|"lt": value}``: the bounds a pydantic field's metadata sets (a later one wins)."""
+    bounds: dict[str, Any] = {}
+    for meta in field.metadata:
+        for name in ("ge", "gt", "le", "lt"):
+            value = getattr(meta, name, None)
+            if value is not None:
+                bounds[name] = value
+    return bounds
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

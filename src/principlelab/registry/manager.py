@@ -35,7 +35,7 @@ import pluggy
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
-from principlelab.errors import PluginError, PrincipleLabError
+from principlelab.errors import PluginError, PrincipleLabError, field_bounds
 from principlelab.registry import hookspecs
 from principlelab.registry.hookspecs import PROJECT_NAME, SLOT_HOOKS, TASK_HOOK
 from principlelab.registry.registry import PluginSource, Registry
@@ -374,12 +374,7 @@ def describe_field(name: str, field: FieldInfo) -> dict[str, Any]:
         default, required = _jsonable(field.default_factory()), False  # type: ignore[call-arg]
     else:
         default, required = None, True
-    bounds: dict[str, Any] = {}
-    for meta in field.metadata:
-        for bound in ("ge", "gt", "le", "lt"):
-            value = getattr(meta, bound, None)
-            if value is not None:
-                bounds[bound] = _jsonable(value)
+    bounds = {name: _jsonable(value) for name, value in field_bounds(field).items()}
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
     search = extra.get("search")
     if search is None and "choices" in extra:

@@ -22,6 +22,7 @@ from pydantic.fields import FieldInfo
 
 from principlelab.core.principles import PRINCIPLE_BASES, Principle
 from principlelab.errors import ConfigError, PluginError
+from principlelab.errors import field_bounds as any_field_bounds
 from principlelab.registry.registry import NAME_PATTERN, PluginSource, Registry
 
 
@@ -47,14 +48,9 @@ def numeric_kind(annotation: Any) -> str | None:
 
 
 def field_bounds(info: FieldInfo) -> dict[str, Any]:
-    """``{"ge"|"gt"|"le"|"lt": value}`` from a pydantic field's metadata."""
-    bounds: dict[str, Any] = {}
-    for meta in info.metadata:
-        for name in ("ge", "gt", "le", "lt"):
-            value = getattr(meta, name, None)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                bounds[name] = value
-    return bounds
+    """``{"ge"|"gt"|"le"|"lt": value}`` from a pydantic field's metadata: the numeric bounds only."""
+    return {name: value for name, value in any_field_bounds(info).items()
+            if isinstance(value, int | float) and not isinstance(value, bool)}
 
 
 def outside_values(kind: str, bounds: dict[str, Any]) -> list[tuple[str, Any]]:
