@@ -53,6 +53,11 @@ class StorageError(PrincipleLabError):
     """A database that cannot be reached or written."""
 
 
+def undecodable_byte(exc: UnicodeDecodeError) -> str:
+    """Where a file stops being UTF-8: ``byte 0xe9 at offset 3``."""
+    return f"byte 0x{exc.object[exc.start]:02x} at offset {exc.start}"
+
+
 def format_validation_error(prefix: str, exc: ValidationError, model: type[BaseModel] | None = None) -> str:
     """One line naming each bad field (``prefix.field``), the bad value and the bound it broke.
 

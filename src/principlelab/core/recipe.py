@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from principlelab.errors import ConfigError, UnknownNameError, format_validation_error
+from principlelab.errors import ConfigError, UnknownNameError, format_validation_error, undecodable_byte
 
 SLOTS: tuple[str, ...] = ("connectivity", "learning", "trigger", "growth", "composition")
 """The five principle slots, in the order a recipe lists them."""
@@ -187,7 +187,7 @@ def read_toml_text(path: Path, kind: str) -> str:
     except FileNotFoundError:
         raise ConfigError(f"{kind} file {str(path)!r} does not exist") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{kind} file {str(path)!r} is not UTF-8 text (TOML files are UTF-8): byte "
-                          f"0x{exc.object[exc.start]:02x} at offset {exc.start}; save it as UTF-8") from None
+        raise ConfigError(f"{kind} file {str(path)!r} is not UTF-8 text (TOML files are UTF-8): "
+                          f"{undecodable_byte(exc)}; save it as UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"{kind} file {str(path)!r} cannot be read: {exc.strerror or exc}") from None

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from principlelab.core.tasks import Array, RawTask, split_indices
-from principlelab.errors import TaskDataError
+from principlelab.errors import TaskDataError, undecodable_byte
 
 LABEL_COLUMNS = ("label", "y", "target", "class")
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -109,8 +109,8 @@ def _read_csv(path: Path) -> dict[str, Array]:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             rows = [row for row in csv.reader(fh) if any(cell.strip() for cell in row)]
     except UnicodeDecodeError as exc:
-        raise TaskDataError(f"task file {str(path)!r} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
-                            f"offset {exc.start}); save the CSV as UTF-8") from None
+        raise TaskDataError(f"task file {str(path)!r} is not UTF-8 text ({undecodable_byte(exc)}); save the CSV "
+                            "as UTF-8") from None
     if len(rows) < 2:
         raise TaskDataError(
             f"task file {str(path)!r} has no data rows; it needs a header row then numeric rows"
