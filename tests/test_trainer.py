@@ -63,3 +63,13 @@ def test_same_seed_same_weights_different_seed_different():
     same = all(torch.equal(a, b) for a, b in zip(first.net.parameters(), second.net.parameters(), strict=True))
     assert same
     assert not torch.equal(first.net.layers[0].weight, other.net.layers[0].weight)
+
+
+def test_a_trainer_seeds_the_global_generator_as_torch_manual_seed_does():
+    """Principles that draw without a generator of their own get the recipe's seed."""
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(0)  # anything else
+    trainer_for(seed=123)
+    # building the network draws from the trainer's own generators, never from the global one
+    assert torch.equal(torch.rand(4), expected)
