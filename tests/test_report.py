@@ -292,3 +292,22 @@ def test_a_shortened_label_keeps_its_recipe_key():
     label = "dense / grad_variance / katz / capsule_routing [eaf8a2]"
     assert shorten(label, 48) == "dense / grad_variance / katz / capsule… [eaf8a2]" and len(shorten(label, 48)) == 48
     assert shorten(label, 80) == label and shorten("x" * 70, 48) == "x" * 47 + "…"
+
+
+@pytest.mark.parametrize("bars", [1, 5, 15])
+def test_every_text_of_the_leaderboard_figure_lies_inside_it(bars: int):
+    """The axis label ran vertically beside the bars and was longer than the axis: clipped at both ends."""
+    from principlelab.report.plots import leaderboard_figure
+
+    rows = [{"mean": 0.9, "std": 0.01, "count": 3}] * bars
+    labels = [f"dense / grad_variance / random / capsule_routing / backprop [4ce6e{i:x}]" for i in range(bars)]
+    fig = leaderboard_figure(rows, labels, "digits, level fine: recipes by mean test accuracy",
+                             "recipe: connectivity / trigger / growth / composition / learning [key]")
+    fig.canvas.draw()
+    renderer, box = fig.canvas.get_renderer(), fig.bbox
+    texts = [t for t in fig.findobj(lambda a: hasattr(a, "get_text")) if t.get_visible() and t.get_text()]
+    assert any("recipe: connectivity" in t.get_text() for t in texts)
+    for text in texts:
+        extent = text.get_window_extent(renderer)
+        assert box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1, text.get_text()
+        assert box.y0 - 1 <= extent.y0 and extent.y1 <= box.y1 + 1, text.get_text()
