@@ -311,3 +311,22 @@ def test_every_text_of_the_leaderboard_figure_lies_inside_it(bars: int):
         extent = text.get_window_extent(renderer)
         assert box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1, text.get_text()
         assert box.y0 - 1 <= extent.y0 and extent.y1 <= box.y1 + 1, text.get_text()
+
+
+def test_the_report_of_a_rejected_run_says_it_has_no_network(tmp_path: Path):
+    """A rejected run never trained: its report drew an empty 'final network' figure."""
+    campaign = tmp_path / "rejected.toml"
+    campaign.write_text(CAMPAIGN.format(name="rejected", triggers='["never"]', growth='["none"]', epochs=1, trials=1)
+                        .replace('learning = ["backprop"]', 'learning = ["forward_forward"]')
+                        .replace('composition = ["sequential"]', 'composition = ["capsule_routing"]'))
+    url = f"sqlite:///{tmp_path / 'plab.db'}"
+    assert CliRunner().invoke(main, ["campaign", "run", str(campaign), "--storage", url]).exit_code == 0
+    with LeaderboardDB(url, create=False) as db:
+        (run,) = report_data.load_campaign(db, "rejected").runs
+    assert run.status == "rejected"
+    out = tmp_path / "out"
+    result = invoke("report", "--run", str(run.id), "--storage", url, "--out", str(out))
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert f"run {run.id} was rejected before training: it has no network" in html
+    assert not (out / f"run-{run.id}-network.png").exists() and "data:image/png;base64," not in html

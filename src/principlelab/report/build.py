@@ -14,7 +14,7 @@ from principlelab.report import data as d
 from principlelab.report import plots, runplots
 from principlelab.report.importance import study_importance
 from principlelab.report.page import FigureOut, Section, fmt, render
-from principlelab.studies.db import LeaderboardDB
+from principlelab.studies.db import GrowthEventRow, LeaderboardDB, RunRow
 
 TOP_BARS = 15
 TOP_TABLE = 30
@@ -310,11 +310,22 @@ def run_report(db: LeaderboardDB, run_id: int, out_dir: Path) -> ReportResult:
                     numeric=(0, 1, 4, 5, 6, 7, 8, 9))
     else:
         table.note("this run recorded no growth events")
+    _draw_network(drawing, run, events)
+    meta = [f"storage {db.masked_url}"]
+    return _write(out_dir, f"run {run.id}", meta, [summary, curves, table, drawing], started)
+
+
+def _draw_network(drawing: Section, run: RunRow, events: list[GrowthEventRow]) -> None:
+    """The run's final network into ``drawing``, or a note where none was recorded."""
     structure = run.structure or {}
     widths = structure.get("widths") or []
-    grown = runplots.grown_units(widths, events) if widths else None
+    if not widths:  # rejected before training, or recorded before structures were kept
+        drawing.note(f"run {run.id} was rejected before training: it has no network" if run.status == "rejected"
+                     else f"run {run.id} recorded no network ({run.status})")
+        return
+    grown = runplots.grown_units(widths, events)
     title = (f"run {run.id}: widths {'-'.join(map(str, widths))}, {structure.get('activation', '?')}, "
-             f"{len(structure.get('skips') or [])} skip edge(s)") if widths else f"run {run.id}"
+             f"{len(structure.get('skips') or [])} skip edge(s)")
     drawing.figure(FigureOut(
         f"run-{run.id}-network.png", runplots.network_drawing(structure, events, title), f"network of run {run.id}",
         "Unit layers from input (left) to output (right), one dot per unit; layers wider than "
@@ -322,8 +333,6 @@ def run_report(db: LeaderboardDB, run_id: int, out_dir: Path) -> ReportResult:
         "weight blocks between adjacent layers (dense or masked), arcs the skip edges. "
         + ("Orange units were added by growth." if grown else
            "Layers were added during training, so grown units are not marked." if grown is None and events else "")))
-    meta = [f"storage {db.masked_url}"]
-    return _write(out_dir, f"run {run.id}", meta, [summary, curves, table, drawing], started)
 
 
 __all__ = ["ReportResult", "campaign_report", "run_report", "slug"]
