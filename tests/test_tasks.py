@@ -342,6 +342,17 @@ def test_labels_keep_their_values_until_remapped(tmp_path: Path) -> None:
     assert _load(path).num_classes == 3
 
 
+def test_csv_integer_labels_above_2_to_the_53_stay_apart(tmp_path: Path) -> None:
+    path = tmp_path / "ids.csv"  # read as float64, 2^53 and 2^53 + 1 were one class
+    path.write_text("a,label\n" + "".join(f"{i},{2**53 + i % 3}\n" for i in range(30)))
+    assert _load(path).num_classes == 3
+    path.write_text("a,label\n" + "".join(f"{i},{2**64 * (i % 2)}\n" for i in range(30)))
+    with pytest.raises(TaskDataError, match="label 18446744073709551616 does not fit in 64 bits"):
+        _load(path)
+    path.write_text("a,label\n" + "".join(f"{i},{i % 2}.0\n" for i in range(30)))  # float cells still work
+    assert _load(path).num_classes == 2
+
+
 @pytest.mark.parametrize(("name", "arrays", "expected"), [
     ("inf.npz", {"X": np.zeros((30, 2)), "y": np.r_[np.inf, np.arange(29) % 3]}, "must be finite integers"),
     ("huge.npz", {"X": np.r_[[[1e39, 0.0]], np.zeros((29, 2))], "y": np.arange(30) % 3}, "beyond float32"),

@@ -135,7 +135,22 @@ def _read_csv(path: Path) -> dict[str, Array]:
                     f"task file {str(path)!r} line {i + 2} column {header[j]!r}: {cell!r} is not a number; "
                     "CSV tasks must be all numeric after the header row"
                 ) from None
-    return {"X": np.delete(values, label, axis=1), "y": values[:, label]}
+    return {"X": np.delete(values, label, axis=1), "y": _csv_labels(path, [row[label] for row in rows[1:]],
+                                                                       values[:, label])}
+
+
+def _csv_labels(path: Path, cells: list[str], as_float: Array) -> Array:
+    """The label column: int64 where every cell is an integer (as float64, labels above 2^53 would merge),
+    else the float64 values ``as_float``."""
+    try:
+        ints = [int(cell) for cell in cells]
+    except ValueError:  # 1.0, 1e3: checked as floats (finite integers) by _assemble
+        return as_float
+    too_big = [i for i in ints if not -(2**63) <= i < 2**63]
+    if too_big:
+        raise TaskDataError(f"task file {str(path)!r}: label {too_big[0]} does not fit in 64 bits; number the "
+                            "classes 0..C-1 (or any smaller integers)")
+    return np.array(ints, dtype=np.int64)
 
 
 def _is_number(cell: str) -> bool:
