@@ -18,6 +18,7 @@ from principlelab.plugins.connectivity.dense import Dense
 from principlelab.plugins.growth.random import RandomGrowth
 from principlelab.plugins.learning.backprop import Backprop
 from principlelab.plugins.trigger.every_k import EveryK
+from principlelab.registry import get_registry
 from principlelab.testing import CompositionConformance
 
 
@@ -148,3 +149,20 @@ class TestSnapshotsConformance(CompositionConformance):
     @pytest.fixture(params=[{}, {"mode": "ensemble"}, {"refinement_decay": 0.5, "learn_gates": False}])
     def config(self, request: pytest.FixtureRequest) -> dict[str, Any]:
         return dict(request.param)
+
+
+def test_rewiring_and_snapshot_only_events_take_no_snapshot() -> None:
+    """SET's rewiring (no growth at all) had filled the composition: one snapshot per rewire."""
+    recipe = make_recipe({"task": "digits", "seed": 0, "fidelity": {"epochs": 4, "data_fraction": 0.3},
+                          "network": {"hidden": (16,)}, "connectivity": "set", "composition": "snapshots",
+                          "trigger": "never", "growth": "none"})
+    principles = get_registry().instantiate(recipe)
+    result = Trainer(recipe, principles, load_task("digits", fidelity=recipe.fidelity, seed=0)).run()
+    assert any(e.slot == "connectivity" for e in result.growth_events)  # it did rewire
+    assert principles["composition"].snapshots == []
+    comp, net, rule, _, _ = _setup()
+    net.take_snapshot(step=0, tag="growth:snapshot")  # a growth rule's snapshot op: no parameter changed
+    comp.on_growth(net, net.pop_param_remap())
+    assert comp.snapshots == []
+    _grow(comp, net, rule, 0)
+    assert len(comp.snapshots) == 1

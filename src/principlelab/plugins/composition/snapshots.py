@@ -3,7 +3,8 @@
 Catalog P1-P7 and the seed's recommended stack (§5.1): "snapshots at growth events, composed by
 progressive residual learning or an ensemble, each evaluable alone". Reading adopted here:
 
-- Every :meth:`on_growth` call (the trainer makes one per growth event) stores a frozen copy
+- Every :meth:`on_growth` call with a parameter remap (one per growth event that changed
+  parameters; rewiring and snapshot-only events have none) stores a frozen copy
   ``S_k = net.take_snapshot(...)`` of the network *right after* the growth; at most
   ``max_snapshots`` are kept, the first ones (the coarsest; later events add none). For a
   function-preserving operation ``S_k`` computes exactly the function the network had before it.
@@ -66,8 +67,12 @@ class Snapshots(Composition):
         return [self.gates] if self._trains_gates() else []
 
     def on_growth(self, net: Network, remap: ParamRemap) -> None:
-        """Store a frozen snapshot of the grown network while fewer than ``max_snapshots`` exist."""
-        if len(self.snapshots) >= self.config.max_snapshots:
+        """Store a frozen snapshot of the grown network while fewer than ``max_snapshots`` exist.
+
+        Only for a change of parameters (a ``remap``): the trainer also reports changes that keep
+        every parameter's shape (a connectivity rule's rewiring, a growth rule's ``snapshot`` or
+        ``freeze`` op), which are not growth."""
+        if not remap or len(self.snapshots) >= self.config.max_snapshots:
             return
         step = net.events[-1].step if net.events else -1
         self.snapshots.append(net.take_snapshot(step=step, tag=f"{TAG}:{len(self.snapshots)}"))
