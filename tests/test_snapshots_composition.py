@@ -90,7 +90,11 @@ def test_parts_evaluable_alone_and_frozen() -> None:
     g = comp.gates.detach()
     torch.testing.assert_close(levels[0], g[0] * parts[0])
     torch.testing.assert_close(levels[-1], comp.forward(net, x).detach())
-    assert comp.forward_macs(net) == comp.snapshots[0].network.forward_macs() > 0
+    assert comp.frozen_forward_macs(net) == comp.snapshots[0].network.forward_macs() > 0
+    assert comp.forward_macs(net) == 0
+    # trained once forward and backward, the frozen snapshot once (it was charged 3x, as if trained)
+    assert rule.macs_per_sample(net, comp) == 3 * net.forward_macs() + comp.frozen_forward_macs(net)
+    assert rule.eval_macs_per_sample(net, comp) == net.forward_macs() + comp.frozen_forward_macs(net)
 
 
 def test_fixed_unit_gates_telescope_to_live() -> None:

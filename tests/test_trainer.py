@@ -73,3 +73,14 @@ def test_a_trainer_seeds_the_global_generator_as_torch_manual_seed_does():
     trainer_for(seed=123)
     # building the network draws from the trainer's own generators, never from the global one
     assert torch.equal(torch.rand(4), expected)
+
+
+def test_forward_macs_is_the_learning_rules_inference_cost():
+    """forward_forward predicts with one pass per class label; forward_macs read one backprop pass."""
+    ff = trainer_for(learning="forward_forward", network={"hidden": [16, 16]})
+    result = ff.run()
+    first, rest = 64 * 16, 16 * 16  # the first block once, the second once per class label
+    assert result.forward_macs == ff.learning.predict_macs_per_sample(ff.net) == first + 10 * rest
+    assert ff.net.forward_macs() == first + rest + 16 * 10
+    plain = trainer_for()
+    assert plain.run().forward_macs == plain.net.forward_macs()

@@ -108,16 +108,17 @@ class LearningRule(Principle):
         return composition.loss(scores, y), scores.argmax(1)
 
     def macs_per_sample(self, net: Network, composition: Composition) -> int:
-        """Training multiply-accumulates per sample: forward plus backward (about 2x forward)."""
-        return 3 * (net.forward_macs() + composition.forward_macs(net))
+        """Training multiply-accumulates per sample: forward plus backward (about 2x forward) of what is
+        trained, and one forward pass of the composition's frozen parts."""
+        return 3 * (net.forward_macs() + composition.forward_macs(net)) + composition.frozen_forward_macs(net)
 
     def parameters(self) -> list[torch.Tensor]:
         """Trainable tensors the rule owns beyond the network's (e.g. a label embedding); default none."""
         return []
 
     def eval_macs_per_sample(self, net: Network, composition: Composition) -> int:
-        """Multiply-accumulates per evaluated sample (default: one forward pass)."""
-        return net.forward_macs() + composition.forward_macs(net)
+        """Multiply-accumulates per evaluated sample (default: one forward pass of everything)."""
+        return net.forward_macs() + composition.forward_macs(net) + composition.frozen_forward_macs(net)
 
     def on_growth(self, net: Network, composition: Composition, remap: ParamRemap) -> None:
         """The network changed shape: carry optimizer state of existing weights over (see remap)."""
@@ -183,7 +184,13 @@ class Composition(Principle):
         """The network changed shape; resize the composition's own parameters if needed."""
 
     def forward_macs(self, net: Network) -> int:
-        """Multiply-accumulates per sample of the composition's own parameters (default 0)."""
+        """Multiply-accumulates per sample of the composition's own trained parameters (default 0); a
+        training step pays them about 3 times (forward and backward)."""
+        return 0
+
+    def frozen_forward_macs(self, net: Network) -> int:
+        """Multiply-accumulates per sample of the parts the composition runs without gradients (frozen
+        copies of the network; default 0); a training step pays them once."""
         return 0
 
 

@@ -244,7 +244,7 @@ class Trainer:
         result = RunResult(
             recipe=resolved, test_accuracy=test_acc, test_loss=test_loss, val_accuracy=last.val_accuracy,
             val_loss=last.val_loss, params=self.num_params(), macs=signals.total_macs,
-            forward_macs=net.forward_macs() + composition.forward_macs(net), samples_seen=signals.samples_seen,
+            forward_macs=learning.eval_macs_per_sample(net, composition), samples_seen=signals.samples_seen,
             wall_s=time.perf_counter() - started, widths=list(net.widths), growth_events=self.events,
             epochs=reports, structure={"widths": list(net.widths), "skips": sorted(net.skips),
                                        "activation": net.activation})

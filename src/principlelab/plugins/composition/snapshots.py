@@ -18,7 +18,8 @@ progressive residual learning or an ensemble, each evaluable alone". Reading ado
 - ``ensemble`` (P1/P2 "ensemble = all"): the mean of the snapshots' and the live network's scores.
   The weights of the mean change when a snapshot is added, so this mode jumps at growth events.
 
-Snapshots run under ``torch.no_grad`` (not trained); their MACs count in :meth:`forward_macs`.
+Snapshots run under ``torch.no_grad`` (not trained); their MACs count once per sample, in
+:meth:`frozen_forward_macs`, for training steps and evaluation alike.
 """
 
 from __future__ import annotations
@@ -111,8 +112,9 @@ class Snapshots(Composition):
         with torch.no_grad():
             return [self._compose(parts[:k + 1]) for k in range(len(parts))]
 
-    def forward_macs(self, net: Network) -> int:
-        """The frozen snapshots' forward MACs (the live network's are counted by the trainer)."""
+    def frozen_forward_macs(self, net: Network) -> int:
+        """The frozen snapshots' forward MACs (the live network's are counted by the trainer; the gates'
+        few multiplications are not counted)."""
         return sum(snap.network.forward_macs() for snap in self.snapshots)
 
 
