@@ -16,6 +16,7 @@ from principlelab.plugins.connectivity.set import SET
 from principlelab.plugins.growth.none import NoGrowth
 from principlelab.plugins.learning.backprop import Backprop
 from principlelab.plugins.trigger.never import Never
+from principlelab.registry import get_registry
 from principlelab.testing import ConnectivityConformance
 
 
@@ -106,3 +107,20 @@ class TestSETConformance(ConnectivityConformance):
     @pytest.fixture
     def principle_class(self) -> type:
         return SET
+
+
+@pytest.mark.parametrize("density", [0.02, 0.25, 1.0])
+@pytest.mark.parametrize("name", ["sparse_random", "set"])
+def test_sparse_init_keeps_the_dense_pre_activation_variance(name: str, density: float) -> None:
+    """Each unit's weights are scaled by its realised fan-in: at density 0.02 the row and column guarantee
+    doubles a 64 -> 256 block's density, and scaling by 1/sqrt(density) gave about twice the variance."""
+    cls = get_registry().get("connectivity", name)
+    net = cls(density=density).build(NetworkSpec(hidden=[256, 256]), in_features=64, num_classes=10,
+                                     width_cap=None, generator=torch.Generator().manual_seed(0))
+    for block in net.layers[:2]:
+        n_in = block.weight.shape[1]
+        active = block.weight.detach() * block.mask
+        # U(-1/sqrt(n_in), 1/sqrt(n_in)) has variance 1/(3 n_in): a dense row's squares sum to 1/3
+        per_unit = (active**2).sum(1)
+        assert abs(float(per_unit.mean()) - 1 / 3) < 0.04, (n_in, float(per_unit.mean()))
+        assert block.mask.sum(1).min() >= 1

@@ -1,7 +1,7 @@
 """Connectivity ``set``: Sparse Evolutionary Training (Mocanu et al. 2018; catalog N1b).
 
 Build: Erdős-Rényi masks of density ``density`` on every layer (the output layer only if
-``sparse_output``), weights rescaled by ``1/sqrt(density)`` like ``sparse_random``.
+``sparse_output``), weights rescaled to the dense init's variance like ``sparse_random``.
 
 Rewire, at the end of every ``every``-th epoch, per sparse block: drop the ``zeta`` fraction
 (``floor(zeta * active)``) of active connections with the smallest ``|w|`` (ties broken by position)
@@ -29,7 +29,7 @@ from principlelab.core.network import Block, Network
 from principlelab.core.principles import Connectivity, PrincipleConfig
 from principlelab.core.recipe import NetworkSpec
 from principlelab.plugins.connectivity.dense import capped_widths
-from principlelab.plugins.connectivity.sparse_random import random_mask
+from principlelab.plugins.connectivity.sparse_random import sparsify
 from principlelab.registry.hookspecs import hookimpl
 
 
@@ -92,10 +92,7 @@ class SET(Connectivity):
         for i, block in enumerate(net.layers):
             if i == last and not self.config.sparse_output:
                 continue
-            n_out, n_in = block.weight.shape
-            block.mask = random_mask(n_out, n_in, density, generator)
-            with torch.no_grad():
-                block.weight.mul_(density**-0.5)
+            sparsify(block, density, generator)
         net._changed()
         return net
 
