@@ -60,7 +60,9 @@ def test_old_units_take_scaled_updates(optimizer: str) -> None:
     torch.testing.assert_close(soft[w1][:8], old * ref[w1][:8])
     torch.testing.assert_close(soft[w1][8:], new * ref[w1][8:])
     torch.testing.assert_close(soft[b1][:8], old * ref[b1][:8])
-    torch.testing.assert_close(soft[w2], old * ref[w2])  # layer 2's units are all old
+    # layer 2's units are all old; a weight takes its younger end's scale: the newborn units' outgoing ones
+    torch.testing.assert_close(soft[w2][:, :8], old * ref[w2][:, :8])
+    torch.testing.assert_close(soft[w2][:, 8:], new * ref[w2][:, 8:])
     torch.testing.assert_close(soft[w3], ref[w3])  # the output layer is not clamped
     torch.testing.assert_close(soft[b3], ref[b3])
     assert float(ref[w1][8:].abs().sum()) > 0 and float(ref[w2].abs().sum()) > 0  # a real comparison
@@ -73,6 +75,16 @@ def test_newborn_units_move_more_than_old_ones() -> None:
     torch.testing.assert_close(ratio[:8], torch.full((8,), 0.082085), rtol=1e-4, atol=0)  # exp(-2.5)
     torch.testing.assert_close(ratio[8:], torch.ones(3))
     assert age_scale(100, 0.5, 0.05) == 0.05
+
+
+def test_a_newborn_units_outgoing_weights_learn_at_its_rate() -> None:
+    """Scaled by the receiving (old) unit, a new unit's outgoing weights moved at the old rate, and with
+    zero outgoing init (function-preserving growth) its incoming weights got no gradient meanwhile."""
+    rule, net, plain, twin = grown_pair("sgd", decay=0.5, min_scale=0.05)
+    soft, ref = one_step(rule, net, epoch=5), one_step(plain, twin, epoch=5)
+    ratio = soft[2].abs().sum(0) / ref[2].abs().sum(0)  # layer 2's weights, per source unit
+    torch.testing.assert_close(ratio[:8], torch.full((8,), 0.082085), rtol=1e-4, atol=0)  # exp(-2.5)
+    torch.testing.assert_close(ratio[8:], torch.ones(3))  # born in epoch 5: age 0
 
 
 def test_schedules_and_floor() -> None:

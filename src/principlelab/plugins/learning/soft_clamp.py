@@ -9,7 +9,9 @@ added by growth (a new layer's units are all newborn). Its age is ``epoch - birt
   ``max_age = 1/decay``, 002:8478-8482).
 
 Each step, after the optimizer's update, the change of every hidden unit's incoming weights (main
-and skip blocks) and bias is multiplied by its scale: ``p = old + scale * (new - old)``. Scaling the
+and skip blocks) and bias is multiplied by a scale: ``p = old + scale * (new - old)``, a bias by its
+unit's, a weight by the larger of its two units' (a connection is as young as its younger end, so a
+newborn unit's outgoing weights learn at its rate; input units count as old). Scaling the
 *update*, not the gradient, is deliberate: Adam divides the gradient by its running RMS, so a
 constant per-unit gradient factor cancels out of the step (the same reason a loss weight is nearly a
 no-op under Adam, catalog §5.10); scaling the update works for SGD and Adam alike and leaves the
@@ -62,6 +64,7 @@ class SoftClamp(Backprop):
         self._scales: list[torch.Tensor] | None = None
         self._scales_epoch = -1
         self._all_one = True
+        self._factor_cache: tuple[list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     def scale_of(self, age: torch.Tensor) -> torch.Tensor:
         """The update scale for ages ``age`` (epochs, any shape)."""
@@ -93,22 +96,36 @@ class SoftClamp(Backprop):
         loss.backward()
         if signals.wants_grad_norms:
             signals.record_grad_norms(net)
-        clamped = [(t, s) for k, s in zip(net.hidden_layers, scales) for t in self._incoming(net, k)]
+        clamped = self._factors(net, scales)
         old = [t.detach().clone() for t, _ in clamped]
         self.optimizer.step()
         with torch.no_grad():
-            for (t, s), before in zip(clamped, old):
-                factor = s.unsqueeze(1) if t.dim() == 2 else s
+            for (t, factor), before in zip(clamped, old):
                 t.sub_(before).mul_(factor).add_(before)  # old + scale * (new - old)
         if net.frozen:
             net.restore_frozen()
         return loss.detach()
 
-    @staticmethod
-    def _incoming(net: Network, layer: int) -> list[torch.Tensor]:
-        tensors = [block.weight for _, block in net.blocks_into(layer)]
-        bias = net.layers[layer - 1].bias
-        return tensors if bias is None else [*tensors, bias]
+    def _factors(self, net: Network, scales: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every clamped tensor with its update factor, kept while ``scales`` are.
+
+        A weight's factor [n_out, n_in] is the larger scale of its two units: a connection is as young
+        as its younger end, so a newborn unit's outgoing weights into old units learn at its own rate,
+        not theirs (input units count as old: their factor is the receiving unit's). A bias's is its
+        unit's [n_out].
+        """
+        if self._factor_cache is not None and self._factor_cache[0] is scales:
+            return self._factor_cache[1]
+        factors = []
+        for k, scale in zip(net.hidden_layers, scales):
+            for source, block in net.blocks_into(k):
+                rows = scale.unsqueeze(1)
+                factors.append((block.weight, rows if source == 0 else torch.maximum(rows, scales[source - 1])))
+            bias = net.layers[k - 1].bias
+            if bias is not None:
+                factors.append((bias, scale))
+        self._factor_cache = (scales, factors)
+        return factors
 
     def on_growth(self, net: Network, composition: Composition, remap: ParamRemap) -> None:
         super().on_growth(net, composition, remap)
