@@ -208,6 +208,13 @@ def test_register_rejects_a_class_of_another_slot() -> None:
      "    def grow(self, n, s, g): return []\n", r"required_signals must be a set of signal names from activation"),
     ("class X(P.GrowthRule):\n    name = 'x'\n    required_signals = 'loss'\n"
      "    def grow(self, n, s, g): return []\n", "required_signals must be a set"),
+    # a hint campaigns cannot use had failed `plab plugins` and every campaign searching the slot
+    ("class X(P.GrowthRule):\n    name = 'x'\n    class Config(P.PrincipleConfig):\n"
+     "        units: int = Field(4, ge=1, json_schema_extra={'search': {'low': 32, 'high': 2}})\n"
+     "    def grow(self, n, s, g): return []\n", r"growth\.x\.units: search hint low=32 is above high=2"),
+    ("class X(P.GrowthRule):\n    name = 'x'\n    class Config(P.PrincipleConfig):\n"
+     "        units: int = Field(4, ge=1, json_schema_extra={'search': {'low': 0, 'high': 8}})\n"
+     "    def grow(self, n, s, g): return []\n", r"growth\.x\.units: search hint low=0 is not a valid value"),
 ])
 def test_add_validates_classes(body: str, error: str) -> None:
     namespace: dict[str, Any] = {}

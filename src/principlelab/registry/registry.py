@@ -107,6 +107,7 @@ class Registry:
             raise PluginError(f"{slot}.{name} has a Config whose defaults do not validate "
                               f"(every field needs a valid default): "
                               f"{format_validation_error(f'{slot}.{name}', exc)}") from None
+        _check_search_hints(cls, config)
         if inspect.isabstract(cls):
             missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
             raise PluginError(f"{slot}.{name} ({cls.__qualname__}) is abstract; implement {missing}")
@@ -213,3 +214,17 @@ class Registry:
         """``{slot: principle instance}`` for a recipe, after :meth:`validate_recipe`."""
         configs = self.validate_recipe(recipe)
         return {slot: self.get(slot, recipe.choice(slot).name)(configs[slot]) for slot in SLOTS}
+
+
+def _check_search_hints(cls: type[Principle], config: type[BaseModel]) -> None:
+    """Raise :class:`PluginError` for a config field whose search hint campaigns could not use (low above
+    high, unknown keys, values outside the field's bounds): checked here, so that the class is skipped
+    with a warning instead of failing every campaign that searches its slot, and ``plab plugins``."""
+    from principlelab.studies.search_hints import field_distribution  # the space's own reading of a hint
+
+    for field, info in config.model_fields.items():
+        try:
+            field_distribution(cls, field, info)
+        except ConfigError as exc:
+            raise PluginError(str(exc)) from None
+
