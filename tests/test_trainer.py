@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from principlelab.core.principles import Firing, Trigger
@@ -84,3 +85,70 @@ def test_forward_macs_is_the_learning_rules_inference_cost():
     assert ff.net.forward_macs() == first + rest + 16 * 10
     plain = trainer_for()
     assert plain.run().forward_macs == plain.net.forward_macs()
+
+
+class _ReturnsTrue(_AlwaysAtEpochEnd):
+    def on_epoch_end(self, signals):  # type: ignore[no-untyped-def]
+        return True
+
+
+class _GrowsSilently:
+    """Grows one unit but returns no event (a plugin mistake)."""
+
+    name = "grows_silently"
+
+    def grow(self, net, signals, generator):  # type: ignore[no-untyped-def]
+        net.add_units(1, 1, init="zero", generator=generator)
+        return []
+
+
+class _NineScores:
+    """Scores for 9 classes where the task has 10 (a plugin mistake)."""
+
+    name = "nine_scores"
+
+    def __init__(self, inner):  # type: ignore[no-untyped-def]
+        self.inner = inner
+
+    def forward(self, net, x):  # type: ignore[no-untyped-def]
+        return self.inner.forward(net, x)[:, :9]
+
+    def __getattr__(self, attr):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, attr)
+
+
+def test_plugin_mistakes_are_one_line_errors_naming_the_principle():
+    """They failed deep inside the loop (IndexError: Target 9 is out of bounds; 'bool' object has no
+    attribute 'reason') or, for growth without events, not at all: 0 events recorded for a grown network."""
+    from principlelab.errors import PluginError
+
+    trainer = trainer_for()
+    trainer.p["trigger"] = _ReturnsTrue()
+    with pytest.raises(PluginError, match=r"trigger 'always_at_epoch_end'\.on_epoch_end returned True; return "
+                                          r"Firing\(reason\) to grow, or None"):
+        trainer.run()
+    trainer = trainer_for()
+    trainer.p["trigger"], trainer.p["growth"] = _AlwaysAtEpochEnd(), _GrowsSilently()
+    with pytest.raises(PluginError, match=r"growth rule 'grows_silently' changed the network \(widths \[64, 16, 10\] "
+                                          r"-> \[64, 17, 10\].*but returned no GrowthEvent"):
+        trainer.run()
+    trainer = trainer_for()
+    trainer.composition = trainer.p["composition"] = _NineScores(trainer.composition)
+    with pytest.raises(PluginError, match=r"composition 'nine_scores' returned class scores \[2, 9\] for 2 samples; "
+                                          r"expected \[2, 10\]"):
+        trainer.run()
+
+
+def test_the_score_check_leaves_the_run_unchanged():
+    """The check predicts 2 samples before training: no generator, weight or result may move."""
+    torch.manual_seed(7)
+    checked = trainer_for(seed=3, learning="forward_forward").run()
+    torch.manual_seed(7)
+    unchecked = trainer_for(seed=3, learning="forward_forward")
+    unchecked._check_scores = lambda x: None  # type: ignore[method-assign]
+
+    def timeless(result):  # type: ignore[no-untyped-def]
+        data = result.to_dict()
+        return data | {"wall_s": 0, "epochs": [epoch | {"wall_s": 0} for epoch in data["epochs"]]}
+
+    assert timeless(unchecked.run()) == timeless(checked)

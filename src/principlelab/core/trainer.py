@@ -20,7 +20,7 @@ from principlelab.core.principles import Composition, Firing, LearningRule, Prin
 from principlelab.core.recipe import SLOTS, PrincipleChoice, Recipe
 from principlelab.core.signals import Signals
 from principlelab.core.tasks import TaskData, load_task
-from principlelab.errors import ConfigError, TrainingDiverged
+from principlelab.errors import ConfigError, PluginError, TrainingDiverged
 
 EVAL_CHUNK = 8192
 
@@ -156,8 +156,13 @@ class Trainer:
         return self.net.num_params() + sum(t.numel() for t in owned)
 
     def _grow(self, firing: Firing, epoch: int) -> list[GrowthEvent]:
-        growth = self.p["growth"]
-        events = growth.grow(self.net, self.signals, self.growth_generator)  # type: ignore[attr-defined]
+        growth, net = self.p["growth"], self.net
+        shape_before = (list(net.widths), net.num_params())
+        events = growth.grow(net, self.signals, self.growth_generator)  # type: ignore[attr-defined]
+        if not events and (list(net.widths), net.num_params()) != shape_before:
+            raise PluginError(f"growth rule '{growth.name}' changed the network (widths {shape_before[0]} -> "
+                              f"{net.widths}, params {shape_before[1]} -> {net.num_params()}) but returned no "
+                              "GrowthEvent; return the events of the growth operations it called")
         before = self.signals.val_losses[-1] if self.signals.val_losses else None
         for event in events:
             event.step, event.epoch, event.reason = self.signals.step, epoch, firing.reason
@@ -165,6 +170,28 @@ class Trainer:
         self._after_structure_change(events)
         self.p["trigger"].on_growth(events, self.signals)  # type: ignore[attr-defined]
         return events
+
+    def _check_firing(self, firing: object, hook: str) -> None:
+        if not isinstance(firing, Firing):
+            raise PluginError(f"trigger '{self.p['trigger'].name}'.{hook} returned {firing!r}; return "
+                              "Firing(reason) to grow, or None")
+
+    def _check_scores(self, x: torch.Tensor) -> None:
+        """Raise :class:`PluginError` naming the principle if the class scores for ``x`` [n, in] are not
+        [n, num_classes] (a wrong shape failed later, deep in the loss). No gradient, the global generator
+        and the hidden activations restored: the run is unchanged."""
+        learning, composition, net = self.learning, self.composition, self.net
+        kept = net.hidden
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            scores = learning.predict(net, composition, x)
+        net.hidden = kept
+        expected = [x.shape[0], self.task.num_classes]
+        if not isinstance(scores, torch.Tensor) or list(scores.shape) != expected:
+            own_predict = type(learning).predict is not LearningRule.predict
+            who = f"learning rule '{learning.name}'" if own_predict else f"composition '{composition.name}'"
+            shape = list(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+            raise PluginError(f"{who} returned class scores {shape} for {expected[0]} samples; expected "
+                              f"{expected}: one score per class")
 
     def _after_structure_change(self, events: list[GrowthEvent]) -> None:
         remap = self.net.pop_param_remap()
@@ -188,6 +215,7 @@ class Trainer:
         signals.total_epochs, signals.steps_per_epoch = fidelity.epochs, steps_per_epoch
         for callback in self.callbacks:
             callback.on_train_start(recipe, task, steps_per_epoch * fidelity.epochs)
+        self._check_scores(task.x_train[:2])
         started = time.perf_counter()
         reports: list[EpochReport] = []
         for epoch in range(fidelity.epochs):
@@ -203,6 +231,7 @@ class Trainer:
                 signals.record_step(loss, xb.shape[0], xb.shape[0] * macs)
                 firing = trigger.on_step(signals)  # type: ignore[attr-defined]
                 if firing is not None:
+                    self._check_firing(firing, "on_step")
                     self._grow(firing, epoch)
                     macs = learning.macs_per_sample(net, composition)
             train_loss = signals.close_epoch()
@@ -225,6 +254,8 @@ class Trainer:
             signals.val_losses.append(val_loss)
             signals.val_accuracies.append(val_acc)
             firing = trigger.on_epoch_end(signals)  # type: ignore[attr-defined]
+            if firing is not None:
+                self._check_firing(firing, "on_epoch_end")
             if firing is not None and not last_epoch:
                 self._grow(firing, epoch)
             elif firing is not None:  # no growth after the last epoch: tell the trigger nothing grew
