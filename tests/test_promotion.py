@@ -60,7 +60,12 @@ def test_undefined_correlation_is_nan_and_does_not_predict(lower, upper):
     assert corr.n == len(lower)
     assert all(math.isnan(v) for v in (corr.spearman, corr.spearman_p, corr.kendall, corr.kendall_p))
     assert not corr.predicts(-1.0)
-    assert "rho=nan" in corr.summary()
+    if len(lower) < 2:
+        assert "rho=nan" in corr.summary() and corr.constant == ()
+    else:  # it read 'rho=nan (p=nan)'
+        side = "coarse" if len(set(lower)) < 2 else "fine"
+        assert corr.summary() == f"coarse-vs-fine rank correlation over 3 recipes: undefined, every recipe scored " \
+                                 f"the same at {side}"
 
 
 def test_spearman_p_is_exact_for_few_recipes():
@@ -191,6 +196,16 @@ def test_report_correlation_warns_when_coarse_ranks_are_reversed_at_fine():
     assert outcome.warnings == [
         "warning: on digits, the coarse level does not predict the fine level (Spearman rho=-1.000 over 4 "
         "recipes, threshold 0.5); make coarse less coarse or promote more recipes"]
+
+
+def test_report_correlation_says_when_every_recipe_tied():
+    """It warned that coarse 'does not predict' fine, with rho=nan, when the promoted recipes all tied."""
+    corr, outcome = report({"a": 0.5, "b": 0.5, "c": 0.5}, {"a": [0.9], "b": [0.8], "c": [0.7]})
+    assert corr.constant == ("lower",)
+    assert outcome.warnings == [
+        "warning: on digits, the 3 promoted recipes all scored the same at coarse, so there is no ranking to "
+        "compare; the level cannot tell them apart (too few epochs to differ, or principles that change nothing "
+        "here)"]
 
 
 def test_report_correlation_is_quiet_when_coarse_predicts_fine():

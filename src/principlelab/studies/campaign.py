@@ -377,6 +377,12 @@ class CampaignRunner:
                 f"warning: on {upper.task}, only {corr.n} recipe(s) reached the {upper.level.name} level with a "
                 f"value at both levels: too few to tell whether the {lower.level.name} level predicts it (3 are "
                 "needed); promote more recipes ([promotion] k)")
+        elif corr.constant:
+            tied = " and ".join({"lower": lower, "upper": upper}[side].level.name for side in corr.constant)
+            self.outcome.warnings.append(
+                f"warning: on {upper.task}, the {corr.n} promoted recipes all scored the same at {tied}, so there "
+                "is no ranking to compare; the level cannot tell them apart (too few epochs to differ, or "
+                "principles that change nothing here)")
         elif not corr.predicts(self.spec.promotion.min_spearman):
             self.outcome.warnings.append(
                 f"warning: on {upper.task}, the {lower.level.name} level does not predict the {upper.level.name} "

@@ -42,6 +42,8 @@ class RankCorrelation:
     spearman_p: float
     kendall: float
     kendall_p: float
+    constant: tuple[str, ...] = ()
+    """Which sides (``lower``, ``upper``) gave every recipe the same value, leaving rho undefined (NaN)."""
 
     def predicts(self, min_spearman: float) -> bool:
         """At least 3 recipes and rho >= ``min_spearman`` (up to float rounding: scipy gives 0.8999...
@@ -50,6 +52,10 @@ class RankCorrelation:
 
     def summary(self, lower: str = "coarse", upper: str = "fine") -> str:
         """One line: the two levels' names, the number of recipes, rho and tau with their p-values."""
+        if self.constant and self.n >= 2:
+            tied = " and ".join({"lower": lower, "upper": upper}[side] for side in self.constant)
+            return (f"{lower}-vs-{upper} rank correlation over {self.n} recipes: undefined, every recipe scored "
+                    f"the same at {tied}")
         return (f"{lower}-vs-{upper} rank correlation over {self.n} recipes: Spearman rho={self.spearman:.3f} "
                 f"(p={self.spearman_p:.3g}), Kendall tau={self.kendall:.3f} (p={self.kendall_p:.3g})")
 
@@ -58,9 +64,10 @@ def rank_correlation(lower: Sequence[float], upper: Sequence[float]) -> RankCorr
     """Rank agreement of ``lower[i]`` and ``upper[i]`` (same recipe ``i`` at two levels); NaN if n < 2."""
     assert len(lower) == len(upper), f"{len(lower)} lower values vs {len(upper)} upper values"
     n = len(lower)
-    if n < 2 or len(set(lower)) < 2 or len(set(upper)) < 2:
+    constant = tuple(side for side, values in (("lower", lower), ("upper", upper)) if len(set(values)) < 2)
+    if n < 2 or constant:
         nan = float("nan")
-        return RankCorrelation(n, nan, nan, nan, nan)
+        return RankCorrelation(n, nan, nan, nan, nan, constant if n >= 2 else ())
     rho = stats.spearmanr(lower, upper)
     tau = stats.kendalltau(lower, upper)  # scipy's p is exact for small n without ties
     rho_p = exact_spearman_p(lower, upper, float(rho.statistic)) if n <= EXACT_SPEARMAN_MAX_N else rho.pvalue
