@@ -57,21 +57,34 @@ def api_markdown() -> str:
     ]
     parts = [HEADER, "# Python API of the kernel\n\nThe interfaces a principle implements and the objects it "
              "receives, from `principlelab.core`, generated from their docstrings.\n"]
-    for title, module, names in sections:
+    objects = [[getattr(module, item) if isinstance(item, str) else item for item in names]
+               for _, module, names in sections]
+    documented = {obj for group in objects for obj in group}
+    for (title, _, _), group in zip(sections, objects):
         parts.append(f"\n## {title}\n")
-        for item in names:
-            obj = getattr(module, item) if isinstance(item, str) else item
-            parts.append(_describe(obj))
+        for obj in group:
+            parts.append(_describe(obj, documented))
     return "".join(parts)
 
 
-def _describe(obj: object) -> str:
+def _members(obj: type, documented: set[object]) -> dict[str, object]:
+    """The class's own members, then those of its principlelab bases not documented on their own (the
+    growth operations of ``Network`` live in the ``GrowthOps`` mixin)."""
+    members: dict[str, object] = {}
+    for cls in obj.__mro__:
+        if cls is obj or (cls.__module__.startswith("principlelab.") and cls not in documented):
+            for attr, member in vars(cls).items():
+                members.setdefault(attr, member)
+    return members
+
+
+def _describe(obj: object, documented: set[object]) -> str:
     name = getattr(obj, "__name__", str(obj))
     doc = inspect.getdoc(obj) or ""
     if inspect.isfunction(obj):
         return f"\n### `{name}{inspect.signature(obj)}`\n\n{doc}\n"
     out = [f"\n### `{obj.__module__}.{name}`\n\n{doc}\n"]  # type: ignore[attr-defined]
-    for attr, member in vars(obj).items():
+    for attr, member in _members(obj, documented).items():  # type: ignore[arg-type]
         if attr.startswith("_") or not (inspect.isfunction(member) or isinstance(member, property)):
             continue
         func = member.fget if isinstance(member, property) else member

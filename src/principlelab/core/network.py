@@ -99,6 +99,14 @@ class Network(GrowthOps):
         activation: hidden activation name (``relu``, ``tanh``, ``sigmoid``).
         max_width: cap on every hidden layer's width (growth included); ``None`` for no cap.
         generator: RNG for the initial weights (PyTorch ``nn.Linear`` default init).
+
+    Attributes a principle reads (growth changes them only through the growth operations below):
+        widths: the current unit-layer widths (a list; ``widths[k]`` is unit layer ``k``).
+        layers: the main weight blocks; ``layers[i]`` feeds unit layer ``i + 1``.
+        skips: skip-edge blocks by ``(source unit layer, target unit layer)``.
+        hidden: the hidden post-activations ``[B, widths[k]]`` of the latest forward pass.
+        frozen, snapshots, events: frozen units by layer, snapshots taken, growth events so far.
+        max_width, activation: the width cap (``None``: none) and the hidden activation's name.
     """
 
     def __init__(self, widths: Sequence[int], *, activation: str = "relu", max_width: int | None = None,

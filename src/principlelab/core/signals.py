@@ -73,6 +73,14 @@ class Signals:
     Args:
         net: the network being trained (its ``hidden`` activations feed ``activation_stats``).
         required: signal names some principle declared (subset of :data:`KNOWN_SIGNALS`).
+
+    Attributes the trainer keeps current (principles read them, never write them):
+        epoch, step: the current epoch (from 0) and the number of training steps so far.
+        total_epochs, steps_per_epoch: the run's length (for schedules).
+        batch_x, batch_y: the latest training batch ``[B, in]`` and its labels ``[B]``.
+        epoch_train_losses: the mean training loss of every finished epoch.
+        val_losses, val_accuracies: the validation loss and accuracy after every finished epoch.
+        samples_seen, train_macs, eval_macs: compute spent so far (``total_macs = train_macs + eval_macs``).
     """
 
     def __init__(self, net: Network, required: frozenset[str] = frozenset()) -> None:
