@@ -443,11 +443,14 @@ def test_where_filters_and_unknown_principle(filled):
     assert {r["recipe_key"] for r in both} == {"aaaaaa1111", "aaaaaa2222"} and {r["task"] for r in both} == {
         "digits"}
     assert query(db, where={"growth": "split", "trigger": "never"}) == []
-    with pytest.raises(UnknownNameError, match=r"unknown growth principle .* 'nope'; known: none, random, s"):
+    with pytest.raises(UnknownNameError, match=r"no run in .* has growth principle 'nope'; "
+                                               r"those with runs: none, random, s"):
         query(db, where={"growth": "nope"})
-    with pytest.raises(UnknownNameError, match=r"unknown task \(in this leaderboard\) 'nope'; known: digits, mnist1d"):
+    with pytest.raises(UnknownNameError, match=r"no run in this leaderboard has task 'nope'; "
+                                               r"those with runs: digits, mnist1d"):
         query(db, task="nope")
-    with pytest.raises(UnknownNameError, match=r"unknown fidelity \(in campaign 'camp'\) 'Fine'; known: coarse"):
+    with pytest.raises(UnknownNameError, match=r"no run in campaign 'camp' has fidelity 'Fine'; "
+                                               r"those with runs: coarse"):
         query(db, campaign="camp", level="Fine")
 
 
@@ -547,12 +550,13 @@ def test_compare_needs_two_pairs_and_a_clear_side(filled):
     with pytest.raises(UnknownNameError, match="unknown campaign"):
         compare(db, campaign="other", a="growth=random", b="growth=split")
     # a misspelled name is an unknown name listing the known ones, not "0 cells"
-    with pytest.raises(UnknownNameError, match=r"unknown growth principle \(in campaign 'camp'\) 'splt'; "
-                                               r"known: none, random, split"):
+    with pytest.raises(UnknownNameError, match=r"no run in campaign 'camp' has growth principle 'splt'; "
+                                               r"those with runs: none, random, split"):
         compare(db, campaign="camp", a="growth=random", b="growth=splt")
-    with pytest.raises(UnknownNameError, match=r"unknown fidelity \(in campaign 'camp'\) 'fne'; known: coarse"):
+    with pytest.raises(UnknownNameError, match=r"no run in campaign 'camp' has fidelity 'fne'; "
+                                               r"those with runs: coarse"):
         compare(db, campaign="camp", a="growth=random", b="growth=split", level="fne")
-    with pytest.raises(UnknownNameError, match=r"unknown task \(in campaign 'camp'\) 'digit'; known: digits"):
+    with pytest.raises(UnknownNameError, match=r"no run in campaign 'camp' has task 'digit'; those with runs: digits"):
         compare(db, campaign="camp", a="growth=random", b="growth=split", task="digit")
     with pytest.raises(ConfigError, match=r"A and B are the same \(aaaaaa1111\)"):
         compare(db, campaign="camp", a="aaaaaa1", b="aaaaaa1111")

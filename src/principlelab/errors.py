@@ -20,10 +20,14 @@ class PrincipleLabError(Exception):
 class UnknownNameError(PrincipleLabError, KeyError):
     """A principle, slot, task or fidelity name that is not registered."""
 
-    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+    def __init__(self, kind: str, name: str, known: Iterable[str], *, scope: str | None = None) -> None:
+        """``scope`` (e.g. ``"in campaign 'c'"``): the name is looked up among what has runs there, so the
+        message says that no run there has it (the name may well be registered)."""
         self.kind, self.name, self.known = kind, name, sorted(known)
-        listed = ", ".join(self.known) or "(none registered)"
-        super().__init__(f"unknown {kind} {name!r}; known: {listed}")
+        if scope is None:
+            super().__init__(f"unknown {kind} {name!r}; known: {', '.join(self.known) or '(none registered)'}")
+        else:
+            super().__init__(f"no run {scope} has {kind} {name!r}; those with runs: {', '.join(self.known) or 'none'}")
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])

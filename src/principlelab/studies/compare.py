@@ -107,7 +107,7 @@ def _side(session: Session, campaign: str, campaign_id: int, name: str,
             raise UnknownNameError("slot", slot, SLOTS)
         if not principle:
             raise ConfigError(f"compare: {name} {spec!r} must look like slot=name, e.g. growth=random")
-        check_known(session, getattr(RunRow, slot), principle, f"{slot} principle (in campaign {campaign!r})",
+        check_known(session, getattr(RunRow, slot), principle, f"{slot} principle", f"in campaign {campaign!r}",
                     [RunRow.campaign_id == campaign_id])
         return f"{slot}={principle}", getattr(RunRow, slot) == principle
     spec = spec.strip()

@@ -121,7 +121,7 @@ def _filters(session: Session, *, campaign: str | None, task: str | None, level:
         if slot not in SLOTS:
             raise UnknownNameError("slot", slot, SLOTS)
         column = getattr(RunRow, slot)
-        check_known(session, column, name, f"{slot} principle ({where_text})", scope)
+        check_known(session, column, name, f"{slot} principle", where_text, scope)
         conds.append(column == name)
     return conds
 
@@ -221,7 +221,7 @@ def task_and_level(session: Session, campaign: CampaignRow | None, scope: list[C
     for column, value, what in ((RunRow.task, task, "task"), (RunRow.level, level, "fidelity")):
         if value is not None:
             if value not in declared[what]:
-                check_known(session, column, value, f"{what} ({where_text})", scope)
+                check_known(session, column, value, what, where_text, scope)
             conds.append(column == value)
     return conds
 
@@ -235,12 +235,13 @@ def _declared(campaign: CampaignRow) -> dict[str, set[str]]:
         return {"task": set(), "fidelity": set()}
 
 
-def check_known(session: Session, column: Any, value: str, what: str, scope: list[ColumnElement[bool]]) -> None:
-    """Raise :class:`UnknownNameError` (listing the values that occur) if no run in ``scope`` has
-    ``column == value``."""
+def check_known(session: Session, column: Any, value: str, what: str, where_text: str,
+                scope: list[ColumnElement[bool]]) -> None:
+    """Raise :class:`UnknownNameError` (listing the values that occur) if no run in ``scope`` (described
+    by ``where_text``, e.g. ``in campaign 'c'``) has ``column == value``."""
     if session.scalar(select(RunRow.id).where(column == value, *scope).limit(1)) is None:
         known = session.scalars(select(column).where(column.is_not(None), *scope).distinct())
-        raise UnknownNameError(what, value, known)
+        raise UnknownNameError(what, value, known, scope=where_text)
 
 
 # -------------------------------------------------------------------------------------------- status
