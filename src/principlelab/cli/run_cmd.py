@@ -68,10 +68,11 @@ class ProgressCallback(Callback):
     def on_epoch_end(self, report: EpochReport) -> None:
         status = f"val acc {report.val_accuracy:.3f} | {report.params} params"
         self.progress.update(self.task_id, advance=1, status=status)
-        for event in report.events:
+        for event in report.events:  # epochs count from 1, as in the progress bar and the report
+            made = f"{event.slot} '{event.principle}'" + (f", trigger: {event.reason}" if event.reason else "")
             self.progress.console.print(
-                f"  growth at step {event.step} (epoch {event.epoch}): {event.operation} layer {event.layer} "
-                f"+{event.units} units ({event.principle}: {event.reason})")
+                f"  epoch {event.epoch + 1}, step {event.step}: {event.operation} layer {event.layer} "
+                f"+{event.units} units ({made})")
 
     def on_train_end(self, result: RunResult) -> None:
         self.progress.stop()
