@@ -106,7 +106,8 @@ def print_result(result: RunResult, console: Console) -> None:
 @click.option("--growth", help="Growth rule (default none).")
 @click.option("--composition", help="Composition (default sequential).")
 @click.option("--set", "assignments", multiple=True, metavar="SLOT.NAME.PARAM=VALUE",
-              help="Set a principle parameter, e.g. --set growth.random.units=16 (repeatable).")
+              help="Set a principle parameter, e.g. --set growth.random.units=16 (repeatable); it also chooses "
+                   "that principle for its slot, so --growth random can be left out.")
 @click.option("--recipe", "recipe_file", type=click.Path(dir_okay=False, path_type=Path),
               help="A recipe TOML file; options given here override it.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (no progress bar).")
