@@ -178,6 +178,33 @@ def test_a_stopped_worker_leaves_no_trial_running_and_a_rerun_completes_the_budg
     assert len(done) - sum("failed_trial" in t.system_attrs for t in done) == 8  # each recipe counted once
 
 
+def test_a_ctrl_c_in_the_worker_loses_no_trial_however_often_it_comes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without sampling ahead (later levels; the median and Wilcoxon pruners; --no-sample-ahead), Optuna
+    failed the interrupted trial with no run row and no retry: the level ended a trial short. And every
+    interruption used up one of the trial's 3 retries: the fifth Ctrl-C lost it for good."""
+    url = f"sqlite:///{tmp_path / 'ctrl-c.db'}"
+    train = Trainer.run
+    monkeypatch.setattr(Trainer, "run", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
+    for _ in range(5):  # the same recipe, interrupted five times
+        with pytest.raises(KeyboardInterrupt):
+            coarse(url, trials=4, sample_ahead=False)
+    runner = runner_for(url, trials=4, sample_ahead=False)
+    stopped = trials_of(runner)
+    assert [t.state for t in stopped] == [TrialState.FAIL] * 5 + [TrialState.WAITING]
+    assert stopped[-1].params == stopped[0].params and stopped[-1].system_attrs["failed_trial"] == 0
+    rows = runner.db.runs_for_study_version(runner.context("digits", 0).study_version_id)
+    assert sorted(r.trial_number for r in rows) == [0, 1, 2, 3, 4]
+    assert {r.failure_reason for r in rows} == {"interrupted: the worker stopped while training it; the trial was "
+                                                "retried"}
+    monkeypatch.setattr(Trainer, "run", train)
+    coarse(url, trials=4, sample_ahead=False)
+    done = trials_of(runner)
+    assert not [t for t in done if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert done[5].params == done[0].params and done[5].state != TrialState.FAIL  # trained at last
+    assert len(done) - sum("failed_trial" in t.system_attrs for t in done) == 4
+
+
 def test_a_failing_sampling_process_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(self: SearchSpace, trial: Any) -> Any:
         raise RuntimeError("the space is broken")

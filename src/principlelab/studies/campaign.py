@@ -37,7 +37,7 @@ from principlelab.core.tasks import load_task
 from principlelab.errors import ConfigError
 from principlelab.studies.campaign_file import CampaignSpec, file_hash, parse_campaign
 from principlelab.studies.db import LeaderboardDB
-from principlelab.studies.objective import MMAC, LevelContext, Objective
+from principlelab.studies.objective import INTERRUPTED, MMAC, LevelContext, Objective
 from principlelab.studies.optuna_setup import (
     HEARTBEAT_GRACE_S,
     make_pruner,
@@ -84,8 +84,10 @@ class StaleTrialRecorder:
         self.contexts: dict[str, LevelContext] = {}
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
-                 reason: str = f"worker lost: no heartbeat for {HEARTBEAT_GRACE_S} s; the trial was retried") -> None:
-        self.retry(study, trial)
+                 reason: str = f"worker lost: no heartbeat for {HEARTBEAT_GRACE_S} s; the trial was retried", *,
+                 counted: bool = True) -> None:
+        """``counted=False``: an interruption, which does not use up the trial's retries."""
+        self.retry(study, trial, counted=counted)
         ctx = self.contexts.get(study.study_name)
         if ctx is None:
             return
@@ -199,6 +201,7 @@ class CampaignRunner:
         if self.sample_ahead and ctx.level_index == 0 and level.pruner_name(0) in SAMPLE_AHEAD_PRUNERS:
             run_level_sampled_ahead(self, ctx, study, progress, target, deadline)
             return
+        interrupted: list[int] = []  # the trial being trained when the user pressed Ctrl-C
         while True:
             # Deciding to start a trial and creating (or popping) it is one step under a lock shared by
             # every worker, released once the trial runs: no overshoot of the target, and no later-level
@@ -211,9 +214,18 @@ class CampaignRunner:
                     release()
                     progress.running += 1  # the states were read before this trial started
                     self.progress(progress)
-                    return objective(trial)
+                    try:
+                        return objective(trial)
+                    except KeyboardInterrupt:
+                        interrupted.append(trial.number)
+                        raise
 
-                study.optimize(run, n_trials=1, catch=(Exception,), gc_after_trial=False)
+                try:
+                    study.optimize(run, n_trials=1, catch=(Exception,), gc_after_trial=False)
+                except KeyboardInterrupt:  # Optuna failed the trial and records no reason; nothing retried it
+                    for number in interrupted:
+                        self.abandon(study, number, INTERRUPTED)
+                    raise
 
     @staticmethod
     def level_deadline(study: optuna.Study, budget_s: float) -> float:
@@ -243,8 +255,16 @@ class CampaignRunner:
 
     def abandon(self, study: optuna.Study, number: int, reason: str) -> None:
         """Fail trial ``number``, which the worker stopped before finishing, with a ``failed`` run row
-        saying ``reason`` and a waiting retry (the rerun trains it)."""
-        self.recorder(study, study.tell(number, state=TrialState.FAIL), reason=reason)
+        saying ``reason`` and a waiting retry (the rerun trains it; an interruption uses up no retry).
+        A trial Optuna already failed (its ``optimize`` fails the trial it runs on a Ctrl-C) gets the
+        row and the retry only."""
+        trial = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(
+            study._study_id, number))
+        if trial.state == TrialState.RUNNING:
+            trial = study.tell(number, state=TrialState.FAIL)
+        elif trial.state != TrialState.FAIL:
+            return  # it finished after all: its run row is written
+        self.recorder(study, trial, reason=reason, counted=False)
 
     @contextmanager
     def trial_start_lock(self, study_name: str) -> Iterator[Callable[[], None]]:

@@ -25,6 +25,8 @@ from principlelab.studies.optuna_setup import pruning_step_kind
 from principlelab.studies.space import REJECTED_ATTR, SearchSpace, recipe_key
 
 MMAC = 1_000_000
+INTERRUPTED = "interrupted: the worker stopped while training it; the trial was retried"
+"""The failure reason of a trial the user interrupted (Ctrl-C): retried, and uses up none of its retries."""
 
 
 def worker_id() -> str:

@@ -40,7 +40,7 @@ def check_workers(url: str, workers: int, *, what: str | None = None) -> None:
             "Start PostgreSQL and pass --storage postgresql+psycopg://USER:PASSWORD@HOST/DB (see docs/campaigns.md)")
 
 
-def retry_callback(max_retry: int = 3) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+def retry_callback(max_retry: int = 3) -> Callable[..., None]:
     """Retry a trial whose worker died, as Optuna's ``RetryHeartbeatStaleTrialCallback`` does, but
     without the dead trial's pruner records.
 
@@ -48,15 +48,19 @@ def retry_callback(max_retry: int = 3) -> Callable[[optuna.Study, optuna.trial.F
     ``failed_trial`` (the first trial of the chain) and ``retry_history``; at most ``max_retry`` retries.
     Optuna's callback also copies the successive-halving rung records (``completed_rung_*``), so a
     retry would skip the rungs its dead predecessor passed and count their values twice; here they
-    are dropped and the retry is judged afresh.
+    are dropped and the retry is judged afresh. ``counted=False`` (the user interrupted the worker: no
+    fault of the trial's) retries without counting against ``max_retry``; a Ctrl-C pressed four times
+    had used up a trial's retries, and the trial was lost.
     """
 
-    def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, *, counted: bool = True) -> None:
         system_attrs: dict[str, Any] = {"failed_trial": trial.number, "retry_history": [],
                                         **{k: v for k, v in trial.system_attrs.items()
                                            if not k.startswith("completed_rung_")}}
         system_attrs["retry_history"] = [*system_attrs["retry_history"], trial.number]
-        if len(system_attrs["retry_history"]) > max_retry:
+        uncounted = system_attrs.get("uncounted_retries", 0) + (0 if counted else 1)
+        system_attrs["uncounted_retries"] = uncounted
+        if len(system_attrs["retry_history"]) - uncounted > max_retry:
             return
         study.add_trial(optuna.trial.create_trial(
             state=optuna.trial.TrialState.WAITING, params=trial.params, distributions=trial.distributions,

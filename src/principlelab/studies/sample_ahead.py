@@ -54,7 +54,7 @@ from optuna.trial import TrialState
 from principlelab.errors import ConfigError, PrincipleLabError
 from principlelab.studies.journal_batch import trial_writes
 from principlelab.studies.journal_storage import SQLJournalStorage
-from principlelab.studies.objective import Objective, worker_id
+from principlelab.studies.objective import INTERRUPTED, Objective, worker_id
 from principlelab.studies.optuna_setup import HEARTBEAT_INTERVAL_S, make_storage
 
 if TYPE_CHECKING:
@@ -170,8 +170,7 @@ class SampleAhead:
             self.process.join()
         self.conn.close()
         if self.interrupted is not None:
-            self.runner.abandon(self.study, self.interrupted,
-                                "interrupted: the worker stopped while training it; the trial was retried")
+            self.runner.abandon(self.study, self.interrupted, INTERRUPTED)
         for proposal in unused:
             if proposal is not None:
                 self.runner.abandon(self.study, proposal.number,
