@@ -234,3 +234,27 @@ def test_a_bad_option_or_command_is_one_line_naming_the_help_to_read():
     assert_one_line_error(code, err, "Invalid value for '--workers'", "(see plab campaign run --help)")
     code, _, err = invoke("leaderboard", "--group-by", "nope")
     assert_one_line_error(code, err, "'--group-by'", "(see plab leaderboard --help)")
+
+
+@pytest.mark.parametrize(("raised", "expected", "code"), [
+    (lambda: __import__("sqlalchemy").exc.OperationalError("INSERT ...", {}, OSError(28, "database or disk is full")),
+     "plab: error: the database failed: OSError: [Errno 28] database or disk is full (what was committed is kept; "
+     "fix the cause and rerun: a campaign resumes where it stopped)\n", 2),
+    (KeyboardInterrupt, "plab: interrupted (what finished is kept; rerun a campaign to resume it)\n", 130),
+])
+def test_a_failing_database_and_a_ctrl_c_are_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path, raised, expected,
+                                                      code):
+    """A database failing mid-command printed SQLAlchemy's traceback; a Ctrl-C printed only 'Aborted!'."""
+    from principlelab.studies import leaderboard
+    from principlelab.studies.db import LeaderboardDB
+
+    url = f"sqlite:///{tmp_path / 'plab.db'}"
+    with LeaderboardDB(url):
+        pass
+
+    def fail(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise raised()
+
+    monkeypatch.setattr(leaderboard, "query", fail)
+    status, _out, err = invoke("leaderboard", "--storage", url)
+    assert (status, err) == (code, expected)

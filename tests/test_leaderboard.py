@@ -578,6 +578,18 @@ def test_status_per_study_version(filled):
         status(db, "nope")
 
 
+def test_status_sums_each_failure_reason_over_the_study_versions(filled):
+    """The campaign's failure warning ranked reasons per study version and never summed them: a reason
+    failing 2 runs at each of two levels read '2x'."""
+    db, _ = filled
+    b = Builder(db)
+    b.run("aaaaaa1111", 1, None, run_status="failed", failure_reason="loss became NaN", level="fine")
+    b.run("aaaaaa1111", 2, None, run_status="failed", failure_reason="loss became NaN", task="mnist1d")
+    b.run("aaaaaa2222", 3, None, run_status="failed", failure_reason="boom", level="fine")
+    assert status(db, "camp")["failure_reasons"] == [{"reason": "loss became NaN", "count": 4},
+                                                     {"reason": "boom", "count": 1}]
+
+
 # ------------------------------------------------------------------------------------- storage errors
 
 

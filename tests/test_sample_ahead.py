@@ -179,7 +179,7 @@ def test_a_stopped_worker_leaves_no_trial_running_and_a_rerun_completes_the_budg
 
 
 def test_a_ctrl_c_in_the_worker_loses_no_trial_however_often_it_comes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """Without sampling ahead (later levels; the median and Wilcoxon pruners; --no-sample-ahead), Optuna
     failed the interrupted trial with no run row and no retry: the level ended a trial short. And every
     interruption used up one of the trial's 3 retries: the fifth Ctrl-C lost it for good."""
@@ -203,6 +203,10 @@ def test_a_ctrl_c_in_the_worker_loses_no_trial_however_often_it_comes(
     assert not [t for t in done if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     assert done[5].params == done[0].params and done[5].state != TrialState.FAIL  # trained at last
     assert len(done) - sum("failed_trial" in t.system_attrs for t in done) == 4
+    from principlelab.cli.campaign_cmd import _warn_about_failures
+
+    _warn_about_failures(runner)  # interruptions are not the recipe's failures: no warning that 5 runs failed
+    assert capsys.readouterr().err == ""
 
 
 def test_a_failing_sampling_process_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -212,6 +216,39 @@ def test_a_failing_sampling_process_is_a_clear_error(tmp_path: Path, monkeypatch
     monkeypatch.setattr(SearchSpace, "suggest", broken)
     with pytest.raises(SampleAheadError, match="the space is broken"):
         coarse(f"sqlite:///{tmp_path / 'broken.db'}")
+
+
+def test_a_full_disk_in_the_sampling_process_is_its_error_not_a_silent_exit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process died writing a run row; the worker's next send hit the closed pipe, a BrokenPipeError
+    that click takes for a closed stdout: plab exited 1 and said nothing."""
+    from principlelab.studies.db import LeaderboardDB
+
+    def full(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "database or disk is full")
+
+    monkeypatch.setattr(LeaderboardDB, "record_run", full)  # only the sampling process writes run rows
+    with pytest.raises(SampleAheadError, match=r"the sampling process failed: OSError: \[Errno 28\] database or "
+                                               r"disk is full"):
+        coarse(f"sqlite:///{tmp_path / 'full.db'}", trials=6)
+
+
+def test_a_send_to_a_dead_sampling_process_raises_its_error() -> None:
+    """The worker's send to the closed pipe is a BrokenPipeError, which click took for a closed stdout."""
+    import multiprocessing
+    from types import SimpleNamespace
+
+    from principlelab.studies.sample_ahead import SampleAhead
+
+    ahead = SampleAhead.__new__(SampleAhead)
+    ahead.conn, child = multiprocessing.Pipe()
+    child.send(("error", "Traceback (most recent call last):\n  ...\nsqlite3.OperationalError: database or disk "
+                         "is full\n"))
+    child.close()
+    ahead.process = SimpleNamespace(join=lambda timeout: None, exitcode=1)  # type: ignore[assignment]
+    with pytest.raises(SampleAheadError, match=r"^the sampling process failed: sqlite3\.OperationalError: database "
+                                               r"or disk is full\nTraceback"):
+        ahead.request()
 
 
 def test_sampling_ahead_is_linux_only_and_off_by_default_elsewhere(tmp_path: Path,

@@ -13,6 +13,7 @@ import warnings
 from typing import Any
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from principlelab import __version__
 from principlelab.errors import PrincipleLabError
@@ -29,6 +30,15 @@ class _Group(click.Group):
             where = " ".join(["plab", *(exc.ctx.command_path.split()[1:] if exc.ctx is not None else [])])
             click.echo(f"plab: error: {exc.format_message()} (see {where} --help)", err=True)
             ctx.exit(2)
+        except SQLAlchemyError as exc:  # the database failed mid-command (disk full, server gone): one line
+            cause = getattr(exc, "orig", None) or exc
+            detail = (str(cause).strip().splitlines() or [""])[0]
+            click.echo(f"plab: error: the database failed: {type(cause).__name__}: {detail} (what was committed is "
+                       "kept; fix the cause and rerun: a campaign resumes where it stopped)", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:  # click would print only 'Aborted!'
+            click.echo("plab: interrupted (what finished is kept; rerun a campaign to resume it)", err=True)
+            ctx.exit(130)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -109,13 +109,15 @@ def campaign_run(file: Path, storage: str | None, workers: int, top: int, sample
 
 
 def _warn_about_failures(runner: CampaignRunner) -> None:
-    """One stderr line if runs failed (a crashing principle never shows in the leaderboard)."""
+    """One stderr line if runs failed (a crashing principle never shows in the leaderboard). Trials the
+    user interrupted, and retried, are not failures of their recipe and are left out."""
     from principlelab.studies import leaderboard
+    from principlelab.studies.objective import INTERRUPTED, NOT_RUN
 
     state = leaderboard.status(runner.db, runner.spec.name)
-    failed = state["totals"].get("failed", 0)
+    reasons = [f for f in state["failure_reasons"] if f["reason"] not in (INTERRUPTED, NOT_RUN)]
+    failed = sum(f["count"] for f in reasons)
     if failed:
-        reasons = sorted((f for sv in state["study_versions"] for f in sv["failures"]), key=lambda f: -f["count"])
         click.echo(f"warning: {failed} run(s) of campaign {runner.spec.name!r} failed (most often: "
                    f"{reasons[0]['reason']!r}, {reasons[0]['count']}x); plab campaign status {runner.spec.name} "
                    "lists the reasons", err=True)

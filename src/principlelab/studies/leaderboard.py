@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 from sqlalchemy import ColumnElement, Float, cast, func, select
@@ -249,7 +249,8 @@ def check_known(session: Session, column: Any, value: str, what: str, where_text
 
 def status(db: LeaderboardDB, campaign: str, *, metric: str = "test_accuracy") -> dict[str, Any]:
     """Per study version (task, level, version) of a campaign: run counts by status, the top 5
-    failure reasons and the best complete run by ``metric``; plus campaign totals and promotions."""
+    failure reasons and the best complete run by ``metric``; plus campaign totals, every failure reason
+    with its count over the campaign, and promotions."""
     higher = higher_is_better(metric)
     col = getattr(RunRow, metric)
     with db.session(write=False) as session:
@@ -264,11 +265,13 @@ def status(db: LeaderboardDB, campaign: str, *, metric: str = "test_accuracy") -
                 .where(RunRow.campaign_id == row.id).group_by(RunRow.study_version_id, RunRow.status)):
             counts[sv_id][run_status] = int(n)
         failures: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        failure_totals: Counter[str] = Counter()  # every reason, summed over the study versions
         for sv_id, reason, n in session.execute(
                 select(RunRow.study_version_id, RunRow.failure_reason, func.count().label("n"))
                 .where(RunRow.campaign_id == row.id, RunRow.status == "failed")
                 .group_by(RunRow.study_version_id, RunRow.failure_reason)
                 .order_by(RunRow.study_version_id, func.count().desc(), RunRow.failure_reason)):
+            failure_totals[reason or "(no reason recorded)"] += int(n)
             if len(failures[sv_id]) < 5:
                 failures[sv_id].append({"reason": reason or "(no reason recorded)", "count": int(n)})
         promotions = session.scalar(select(func.count()).select_from(PromotionRow).join(
@@ -302,6 +305,8 @@ def status(db: LeaderboardDB, campaign: str, *, metric: str = "test_accuracy") -
     return {"campaign": row.name, "storage": db.masked_url, "file_hash": row.file_hash,
             "created_at": row.created_at.isoformat() if row.created_at else None, "metric": metric,
             "totals": {**totals, "total": sum(totals.values())}, "promotions": int(promotions),
+            "failure_reasons": [{"reason": reason, "count": n}
+                                for reason, n in sorted(failure_totals.items(), key=lambda item: (-item[1], item[0]))],
             "study_versions": entries}
 
 

@@ -27,6 +27,8 @@ from principlelab.studies.space import REJECTED_ATTR, SearchSpace, recipe_key
 MMAC = 1_000_000
 INTERRUPTED = "interrupted: the worker stopped while training it; the trial was retried"
 """The failure reason of a trial the user interrupted (Ctrl-C): retried, and uses up none of its retries."""
+NOT_RUN = "not run: the worker stopped after sampling it; the trial was retried"
+"""The failure reason of a trial sampled ahead and never trained because the worker stopped: retried too."""
 
 
 def worker_id() -> str:

@@ -54,7 +54,7 @@ from optuna.trial import TrialState
 from principlelab.errors import ConfigError, PrincipleLabError
 from principlelab.studies.journal_batch import trial_writes
 from principlelab.studies.journal_storage import SQLJournalStorage
-from principlelab.studies.objective import INTERRUPTED, Objective, worker_id
+from principlelab.studies.objective import INTERRUPTED, NOT_RUN, Objective, worker_id
 from principlelab.studies.optuna_setup import HEARTBEAT_INTERVAL_S, make_storage
 
 if TYPE_CHECKING:
@@ -135,12 +135,29 @@ class SampleAhead:
     def finish(self, trial: optuna.Trial, value: float | None, state: TrialState,
                records: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
         """Hand over a trial's run rows and final state: the process writes the rows, then tells Optuna."""
-        self.conn.send(("finish", trial.number, value, state, records))
+        self._send(("finish", trial.number, value, state, records))
 
     def request(self) -> None:
         """Ask for the next trial (sampled while the caller trains the current one)."""
-        self.conn.send("next")
+        self._send("next")
         self.requested += 1
+
+    def _send(self, message: object) -> None:
+        """Send ``message``; if the process has gone (its pipe is closed), raise its own error instead
+        of the broken pipe (which click takes for a closed stdout: ``plab`` exited 1 saying nothing
+        when the disk filled up)."""
+        try:
+            self.conn.send(message)
+        except OSError:
+            while self.conn.poll(1):  # what the process said before it exited: an error, if it failed
+                try:
+                    said = self.conn.recv()
+                except (EOFError, OSError):
+                    break
+                if isinstance(said, tuple) and said[0] == "error":
+                    raise SampleAheadError(_failure(said[1])) from None
+            self.process.join(1)
+            raise SampleAheadError(f"the sampling process exited (exit code {self.process.exitcode})") from None
 
     def receive(self) -> Proposal | None:
         """The trial asked for, or None when the level needs no more."""
@@ -151,7 +168,7 @@ class SampleAhead:
             raise SampleAheadError(f"the sampling process exited (exit code {self.process.exitcode})") from None
         self.requested -= 1
         if isinstance(message, tuple) and message[0] == "error":
-            raise SampleAheadError(f"the sampling process failed:\n{message[1]}")
+            raise SampleAheadError(_failure(message[1]))
         assert message is None or isinstance(message, Proposal)
         return message
 
@@ -173,8 +190,7 @@ class SampleAhead:
             self.runner.abandon(self.study, self.interrupted, INTERRUPTED)
         for proposal in unused:
             if proposal is not None:
-                self.runner.abandon(self.study, proposal.number,
-                                    "not run: the worker stopped after sampling it; the trial was retried")
+                self.runner.abandon(self.study, proposal.number, NOT_RUN)
 
 
 def run_sampled_trial(study: optuna.Study, trial_id: int, objective: Objective, ahead: SampleAhead) -> None:
@@ -281,3 +297,11 @@ def _next_trial(runner: CampaignRunner, ctx: LevelContext, study: optuna.Study, 
         with trial_writes(storage, trial._trial_id), suppress(ConfigError):
             Objective(ctx).prepare(trial, worker)  # a rejected combination is recorded by the worker
     return Proposal(trial._trial_id, trial.number, (progress.done, progress.target, progress.running, progress.best))
+
+
+def _failure(trace: str) -> str:
+    """The error for the sampling process's traceback ``trace``: its last line first (a full disk reads
+    ``sqlite3.OperationalError: database or disk is full``), then the traceback."""
+    last = trace.strip().splitlines()[-1] if trace.strip() else "unknown error"
+    return f"the sampling process failed: {last}\n{trace.rstrip()}"
+
