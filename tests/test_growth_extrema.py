@@ -157,6 +157,19 @@ def test_top_fraction_acts_on_the_most_severe() -> None:
     assert [e.source_units for e in events] == [(4,)]  # ceil(0.3 * 3) = 1
 
 
+def test_top_fraction_counts_only_targets_the_operator_can_act_on() -> None:
+    """The most severe targets sat in the last hidden layer, where a relay up has no layer to grow: the top
+    fraction was taken before they were dropped, and growth did nothing although layer 1 had targets."""
+    net = _net([4, 10, 8, 3], "tanh")
+    hidden = _moderate(net)
+    hidden[1][:, 0] = hidden[1][:, 1] = 0.99  # last hidden layer: severity 1.0, not servable upwards
+    hidden[0][:15, 3] = 0.99  # layer 1: severity 0.75
+    events, moved = _grow(ExtremaGrowth(operator="vertical_clone", clone_direction="up", top_fraction=0.3), net,
+                          _signals(net, hidden))
+    assert [(e.operation, e.layer, e.source_units) for e in events] == [("add_units:relay", 2, (3,))]
+    assert moved <= 1e-6
+
+
 def test_nothing_extremal_means_no_growth() -> None:
     net = _net([4, 10, 8, 3], "tanh")
     widths, n_events = list(net.widths), len(net.events)

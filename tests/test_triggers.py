@@ -86,6 +86,16 @@ def test_grad_variance_fires_on_variance_jump() -> None:
     assert "24.00" in fired[0][1].reason
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_grad_variance_does_not_fire_on_a_non_finite_norm(bad: float) -> None:
+    """A NaN change compared False with the threshold, so the trigger fired ('changed by nan');
+    signal_economy's spike test already did not."""
+    stream = regimes(LOW, LOW, LOW, LOW, LOW)
+    stream[35] = bad
+    assert run_steps(GradVariance(), stream) == []
+    assert run_steps(SignalEconomy(), stream) == []
+
+
 def test_grad_variance_respects_stabilization() -> None:
     stream = regimes(LOW, LOW, LOW, HIGH, HIGH, HIGH, LOW, LOW, LOW, LOW, LOW)  # jumps at 30 and 60
     assert [s for s, _ in run_steps(GradVariance(stabilization_steps=0), stream)] == [40, 70]

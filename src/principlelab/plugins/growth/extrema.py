@@ -13,8 +13,9 @@ over the batch per unit, fixing the seeds' batch-index bug, catalog E2 and §5 i
 - ``auto``: ``saturation`` for tanh/sigmoid, ``dead`` + ``always_max`` for ReLU.
 
 Severity is the fraction of the batch in the extreme (percentile: distance of the unit's mean from
-the layer median, over the largest such distance). The ``ceil(top_fraction * n)`` most severe are
-acted on (E7) with the shared operators and caps of :mod:`operators`. Nothing extremal: no growth.
+the layer median, over the largest such distance). Of the n targets the operator can act on, the
+``ceil(top_fraction * n)`` most severe are acted on (E7) with the shared operators and caps of
+:mod:`operators`. Nothing extremal: no growth.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from principlelab.plugins.growth.operators import (
     Target,
     apply_operator,
     ranked,
+    servable,
     source_polarity,
 )
 from principlelab.registry.hookspecs import hookimpl
@@ -118,7 +120,9 @@ class ExtremaGrowth(GrowthRule):
         self.budget.observe(net)
         found = self.select(net, signals)
         wanted = source_polarity(self.config)
-        candidates = [t for t in found if wanted is None or t.polarity == wanted]
+        # only targets the operator can serve: the most severe ones could all sit where it cannot act
+        # (a relay up from the last hidden layer), and growth would do nothing
+        candidates = servable(net, [t for t in found if wanted is None or t.polarity == wanted], self.config)
         if not candidates:
             return []
         chosen = candidates[:math.ceil(self.config.top_fraction * len(candidates))]

@@ -166,6 +166,14 @@ def _unit_requests(net: Network, t: Target, cfg: OperatorConfig) -> list[tuple[i
     return found
 
 
+def servable(net: Network, targets: list[Target], cfg: OperatorConfig) -> list[Target]:
+    """The targets the unit operator can act on (all of them for ``highway``): a relay ``up`` from the
+    last hidden layer, or a clone ``down`` from the first, has no layer to grow."""
+    if cfg.operator == "highway":
+        return targets
+    return [t for t in targets if _unit_requests(net, t, cfg)]
+
+
 def _add_units(net: Network, targets: list[Target], cfg: OperatorConfig, limit: int,
                generator: torch.Generator) -> list[GrowthEvent]:
     planned: dict[tuple[int, str], list[tuple[int, Target]]] = defaultdict(list)

@@ -114,7 +114,7 @@ class GradVariance(Trigger):
             return None
         change, recent, past = measured
         self.history.append((signals.step, change))
-        if change <= cfg.threshold:
+        if not math.isfinite(change) or change <= cfg.threshold:  # a NaN/inf norm is no evidence of a change
             return None
         self.fired += 1
         self.quiet_until = signals.step + cfg.stabilization_steps
