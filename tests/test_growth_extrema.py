@@ -130,6 +130,38 @@ def test_relu_modes_select_exactly(mode: str, expected: set[tuple[int, int, str]
     assert _selected(ExtremaGrowth(mode=mode), net, signals) == expected
 
 
+@pytest.mark.parametrize("operator", ["vertical_clone", "split"])
+def test_a_dead_target_gets_a_fresh_unit_in_its_layer(operator: str) -> None:
+    """A relay or split copy of a dead unit was as dead: zero activation, so neither it nor its weights ever
+    learned. A dead target now gets a fresh unit in its own layer (random in, zero out)."""
+    net = _net([4, 8, 6, 3], "relu")
+    events, moved = _grow(ExtremaGrowth(mode="dead", operator=operator, top_fraction=1.0), net,
+                          _pinned(net, {(1, 2): 0.0}))
+    assert [(e.operation, e.layer, e.units, e.details["targets"]) for e in events] == [
+        ("add_units:zero", 1, 1, [[1, 2]])]
+    assert net.widths == [4, 9, 6, 3] and moved <= 1e-6
+    with torch.no_grad():
+        net.forward(torch.randn(256, 4, generator=torch.Generator().manual_seed(3)))
+    assert float((net.hidden[0][:, 8] > 0).float().mean()) > 0.1  # alive, unlike a copy of unit 2
+
+
+def test_default_relu_growth_adds_units_that_learn() -> None:
+    """On digits the default rule (auto: dead + always_max, relay up) grew units that never activated."""
+    recipe = make_recipe({"task": "digits", "seed": 0, "fidelity": {"epochs": 8},
+                          "network": {"hidden": [32, 32]}, "growth": "extrema",
+                          "trigger": {"name": "every_k", "config": {"k": 2}}})
+    from principlelab.registry import get_registry
+
+    trainer = Trainer(recipe, get_registry().instantiate(recipe), load_task("digits", fidelity=recipe.fidelity, seed=0))
+    result = trainer.run()
+    assert result.growth_events and sum(result.widths[1:-1]) > 64
+    with torch.no_grad():
+        trainer.net.forward(trainer.task.x_train)
+    grown = [h[:, 32:] for h in trainer.net.hidden if h.shape[1] > 32]
+    active = torch.cat([(g > 0).float().mean(0) for g in grown])  # per grown unit: share of samples > 0
+    assert bool((active > 0.01).all()), active  # a relay of a dead unit: 0.0
+
+
 def test_percentile_mode_selects_top_and_bottom_means() -> None:
     net = _net([4, 20, 3], "relu")
     hidden = [torch.arange(20.0).repeat(B, 1) / 10 + 0.01 * torch.rand(B, 20, generator=torch.Generator())]

@@ -15,7 +15,8 @@ over the batch per unit, fixing the seeds' batch-index bug, catalog E2 and §5 i
 Severity is the fraction of the batch in the extreme (percentile: distance of the unit's mean from
 the layer median, over the largest such distance). Of the n targets the operator can act on, the
 ``ceil(top_fraction * n)`` most severe are acted on (E7) with the shared operators and caps of
-:mod:`operators`. Nothing extremal: no growth.
+:mod:`operators`; a ``dead`` target gets a fresh unit in its own layer (a copy of it would be dead
+too). Nothing extremal: no growth.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class ExtremaGrowth(GrowthRule):
         out = []
         for u in torch.nonzero(hit).flatten().tolist():
             pol: Polarity = "high" if bool(polarity[u]) else "low"
-            out.append(Target(s.layer, u, float(severity[u]), pol))
+            out.append(Target(s.layer, u, float(severity[u]), pol, dead=mode == "dead"))
         return out
 
     def grow(self, net: Network, signals: Signals, generator: torch.Generator) -> list[GrowthEvent]:

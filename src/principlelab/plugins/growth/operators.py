@@ -51,6 +51,8 @@ class Target:
     unit: int
     severity: float
     polarity: Polarity
+    dead: bool = False
+    """At the activation's floor on most of the batch: a copy or relay of it would be as dead."""
 
 
 def ranked(targets: list[Target]) -> list[Target]:
@@ -153,7 +155,14 @@ def _strongest_input(net: Network, layer: int, unit: int) -> int | None:
 
 
 def _unit_requests(net: Network, t: Target, cfg: OperatorConfig) -> list[tuple[int, str, int]]:
-    """``(layer to grow, init, source unit)`` the operator wants for target ``t``."""
+    """``(layer to grow, init, source unit)`` the operator wants for target ``t``.
+
+    A dead target gets a fresh unit in its layer (``zero``: random incoming weights, zero outgoing, so
+    the function is kept and the unit is alive), whatever the operator: a split copy or a relay of a
+    unit that is 0 on most of the batch is 0 there too, and neither it nor its weights ever learn (the
+    seeds' "replace dead before adding" treats dead units as lost capacity, 002:8804-8817)."""
+    if t.dead:
+        return [(t.layer, "zero", t.unit)]
     if cfg.operator == "split":
         return [(t.layer, "split", t.unit)]
     found = []
@@ -195,11 +204,14 @@ def _add_units(net: Network, targets: list[Target], cfg: OperatorConfig, limit: 
     events: list[GrowthEvent] = []
     for (layer, init), items in sorted(planned.items()):
         scale = 1.0 if init == "split" else cfg.clone_scale
-        grown = net.add_units(layer, init=init, source_units=[s for s, _ in items],  # type: ignore[arg-type]
+        sources = None if init == "zero" else [s for s, _ in items]
+        grown = net.add_units(layer, len(items), init=init, source_units=sources,  # type: ignore[arg-type]
                               scale=scale, noise=cfg.noise, generator=generator)
         for event in grown:
             event.details["targets"] = [[t.layer, t.unit] for _, t in items][:event.units]
-            if cfg.operator == "vertical_clone":
+            if init == "zero":
+                event.details["fresh_for_dead"] = True
+            elif cfg.operator == "vertical_clone":
                 event.details["direction"] = "up" if init == "relay" else "down"
         events += grown
     return events
@@ -247,10 +259,8 @@ def _highways(net: Network, targets: list[Target], pool: list[Target], cfg: Oper
             break
     events: list[GrowthEvent] = []
     for (src, dst), pairs in sorted(routes.items()):
-        if (src, dst) not in net.skips:
-            events += net.add_skip(src, dst)
-            block = net.skips[(src, dst)]
-            block.mask = torch.zeros_like(block.weight, dtype=torch.float32, requires_grad=False)
+        if (src, dst) not in net.skips:  # an empty masked block: the routes below are its only connections
+            events += net.add_skip(src, dst, mask=torch.zeros(net.widths[dst], net.widths[src]))
         block = net.skips[(src, dst)]
         assert block.mask is not None, f"planned routes into the dense skip {src}->{dst}"
         params_before, macs_before = net.num_params(), net.forward_macs()
