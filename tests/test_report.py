@@ -330,3 +330,23 @@ def test_the_report_of_a_rejected_run_says_it_has_no_network(tmp_path: Path):
     html = (out / "index.html").read_text(encoding="utf-8")
     assert f"run {run.id} was rejected before training: it has no network" in html
     assert not (out / f"run-{run.id}-network.png").exists() and "data:image/png;base64," not in html
+
+
+def test_the_report_of_a_campaign_stopped_in_its_first_level_names_the_levels_to_come(tmp_path: Path):
+    """It read the levels from those run so far: 'levels coarse' and 'the campaign has one level'."""
+    from principlelab.registry import get_registry
+    from principlelab.studies.campaign import CampaignRunner
+    from principlelab.studies.campaign_file import parse_campaign
+
+    text = CAMPAIGN.format(name="stopped", triggers='["never"]', growth='["none"]', epochs=1, trials=2) + FINE
+    url = f"sqlite:///{tmp_path / 'plab.db'}"
+    runner = CampaignRunner(parse_campaign(text), text, url, registry=get_registry(), sample_ahead=False)
+    ctx = runner.context("digits", 0)
+    runner.run_level(ctx, runner.study(ctx))  # the coarse level only, as if stopped before promotion
+    runner.db.close()
+    out = tmp_path / "out"
+    result = invoke("report", "stopped", "--storage", url, "--out", str(out))
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert "levels coarse → fine (not run yet: fine; rerun the campaign to continue)" in html
+    assert "digits: nothing was promoted yet: the campaign stopped before level fine (rerun it to continue)" in html

@@ -60,7 +60,10 @@ def campaign_report(db: LeaderboardDB, campaign: str, out_dir: Path, storage_url
     started = time.perf_counter()
     data = d.load_campaign(db, campaign)
     counts = data.status_counts()
-    meta = [f"storage {data.storage}; tasks {', '.join(data.tasks) or '-'}; levels {' → '.join(data.levels) or '-'}"]
+    declared = data.declared_levels()
+    unrun = [lv for lv in declared if lv not in data.levels]
+    meta = [f"storage {data.storage}; tasks {', '.join(data.tasks) or '-'}; levels {' → '.join(declared) or '-'}"
+            + (f" (not run yet: {', '.join(unrun)}; rerun the campaign to continue)" if unrun else "")]
     for (task, level_name), by_status in sorted(counts.items(), key=lambda kv: (kv[0][0], data.level_index(kv[0][1]))):
         meta.append(f"{task} / {level_name}: {sum(by_status.values())} runs ("
                     + ", ".join(f"{k} {v}" for k, v in sorted(by_status.items())) + ")")
@@ -175,7 +178,10 @@ def _importance(sec: Section, data: d.CampaignData, task: str, storage: object) 
 def _promotion(sec: Section, data: d.CampaignData, task: str) -> None:
     pairs = d.promotions(data, task)
     if not pairs:
-        sec.note(f"{task}: the campaign has one level, so nothing was promoted")
+        declared = data.declared_levels()
+        sec.note(f"{task}: the campaign has one level, so nothing was promoted" if len(declared) < 2 else
+                 f"{task}: nothing was promoted yet: the campaign stopped before level {declared[1]} (rerun it to "
+                 "continue)")
         return
     shown = [p for p in pairs if p.points]
     for p in pairs:
