@@ -136,6 +136,32 @@ def test_every_trial_is_one_run_and_promotions_keep_their_lineage(tiny: dict[str
     assert {key: sorted(s) for key, s in seeds.items()} == {key: [0, 1] for key in promoted_keys}
 
 
+def test_a_rerun_right_after_a_kill_during_promotion_trains_every_promoted_recipe(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Killed between recording a promotion and enqueueing its seeds, a campaign rerun at once went on
+    without that recipe: the promotion counted as another worker's until the heartbeat grace (60 s) was
+    over. On SQLite only this process runs the campaign, so it is enqueued at once."""
+    path = write(tmp_path, campaign_toml("killed"))
+    url = f"sqlite:///{tmp_path / 'plab.db'}"
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt  # as a SIGKILL right after the first promotion row was committed
+
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", killed)
+    assert invoke("campaign", "run", str(path), "--storage", url).exit_code == 130
+    with LeaderboardDB(url, create=False) as db:
+        fine = study_versions(db, "killed")["fine"]
+        assert len(db.promotions(to_study_version_id=fine.id)) == 1 and runs_by_level(db, "killed")["fine"] == []
+    monkeypatch.undo()
+    run_campaign(path, "--storage", url)
+    with LeaderboardDB(url, create=False) as db:
+        promoted = {p.recipe_key for p in db.promotions(to_study_version_id=study_versions(db, "killed")["fine"].id)}
+        fine_seeds: dict[str, list[int]] = defaultdict(list)
+        for run in runs_by_level(db, "killed")["fine"]:
+            fine_seeds[run.recipe_key].append(run.seed)
+    assert len(promoted) == 2 and {key: sorted(s) for key, s in fine_seeds.items()} == {k: [0, 1] for k in promoted}
+
+
 def test_trials_carry_the_principles_as_user_attributes(tiny: dict[str, Any]):
     db: LeaderboardDB = tiny["db"]
     svs = study_versions(db, "tiny")

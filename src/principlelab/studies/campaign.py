@@ -371,10 +371,14 @@ class CampaignRunner:
                                                             "recipe_key": candidate.recipe_key})
 
     def _orphaned(self, upper: LevelContext, recipe_key: str, enqueued: dict[str, set[int]]) -> bool:
-        """A promotion recorded longer ago than the heartbeat grace whose seeds are not all enqueued:
-        the worker that won it died between recording and enqueueing."""
+        """A promotion whose seeds are not all enqueued, recorded by a worker that died between recording
+        and enqueueing: on SQLite at once (one process runs a campaign there, so the one that recorded it
+        is gone; a rerun right after a kill had gone on without the recipe), on a server once it is older
+        than the heartbeat grace (another worker may be enqueueing it right now)."""
         if len(enqueued[recipe_key]) >= upper.level.seeds:
             return False
+        if self.db.backend != "postgresql":
+            return True
         rows = [p for p in self.db.promotions(to_study_version_id=upper.study_version_id)
                 if p.recipe_key == recipe_key]
         if not rows:
