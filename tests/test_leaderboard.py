@@ -627,6 +627,24 @@ def test_reading_a_missing_sqlite_file_errors_and_creates_nothing(tmp_path: Path
     assert not (tmp_path / "principlelab.db").exists()
 
 
+def test_read_commands_work_in_a_read_only_folder(tmp_path: Path, filled, monkeypatch: pytest.MonkeyPatch):
+    """A read opened the file as a writer would: SQLite creates -shm/-journal files beside it, and in a
+    read-only folder status, leaderboard and report failed with 'unable to open database file'."""
+    import os
+
+    db, _ = filled
+    path, expected = db.sqlite_file, query(db, top=0)
+    db.close()
+    folder = sorted(p.name for p in path.parent.iterdir())
+    writable = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if mode == os.W_OK else writable(p, mode))
+    with LeaderboardDB(f"sqlite:///{path}", create=False) as read:  # (root can write anywhere: say it cannot)
+        assert read.engine.url.database.startswith("file:") and query(read, top=0) == expected
+    assert sorted(p.name for p in path.parent.iterdir()) == folder  # no lock file created beside it
+    code, out, err = invoke("leaderboard", "--storage", f"sqlite:///{path}", "--json", "--top", "0")
+    assert code == 0 and len(json.loads(out)) == len(expected), err
+
+
 def test_reading_a_database_without_plab_tables_errors(tmp_path: Path):
     path = tmp_path / "foreign.db"
     sqlite3.connect(path).execute("CREATE TABLE other (x INTEGER)").connection.close()

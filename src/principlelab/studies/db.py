@@ -36,6 +36,7 @@ from principlelab.studies.sql_setup import (
     describe_db_error,
     mask_url,
     one_line,
+    read_only_sqlite_url,
     sqlite_path,
     sqlite_pragmas,
 )
@@ -107,6 +108,8 @@ class LeaderboardDB:
         if self.sqlite_file is not None and not create and not self.sqlite_file.exists():
             raise StorageError(f"no principlelab database at {self.sqlite_file}; run a campaign first "
                                "or pass --storage")
+        if self.sqlite_file is not None and not create:  # a read: also where the folder is read-only
+            parsed = read_only_sqlite_url(self.sqlite_file) or parsed
         self.engine = forget_at_fork(self._make_engine(parsed, echo, wal=create))
         self._sessions = sessionmaker(expire_on_commit=False)
         self._write_engine = self.engine.execution_options(plab_write=True)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
@@ -56,6 +57,16 @@ def sqlite_path(url: str | URL) -> Path | None:
     if database in ("", ":memory:") or database.startswith("file:") or parsed.query.get("uri"):
         return None
     return Path(database).expanduser().resolve()
+
+
+def read_only_sqlite_url(path: Path) -> URL | None:
+    """For a read where ``path``'s folder (or the file) cannot be written, an URL that opens it read-only
+    and immutable; None where it can. A normal read of an SQLite file creates lock files (``-shm``,
+    ``-journal``) beside it, so in a read-only folder it failed with 'unable to open database file'.
+    Immutable: nothing can be writing a database whose folder nobody can write to."""
+    if os.access(path.parent, os.W_OK) and os.access(path, os.W_OK):
+        return None
+    return make_url(f"sqlite:///file:{quote(str(path))}?mode=ro&immutable=1&uri=true")
 
 
 def is_memory_sqlite(url: URL) -> bool:
