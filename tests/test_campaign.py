@@ -162,6 +162,34 @@ def test_a_rerun_right_after_a_kill_during_promotion_trains_every_promoted_recip
     assert len(promoted) == 2 and {key: sorted(s) for key, s in fine_seeds.items()} == {k: [0, 1] for k in promoted}
 
 
+@pytest.mark.parametrize("sample_ahead", ["--sample-ahead", "--no-sample-ahead"])
+def test_status_shows_how_far_a_stopped_campaign_got(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     sample_ahead: str):
+    """After a stop it read '2 runs (complete 2)' with no target and no sign of the levels to come."""
+    from principlelab.core.trainer import Trainer
+
+    path = write(tmp_path, campaign_toml("stopped"))
+    url = f"sqlite:///{tmp_path / 'plab.db'}"
+    train, calls = Trainer.run, {"n": 0}
+
+    def stopped_at_the_third(self: Trainer) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return train(self)
+
+    monkeypatch.setattr(Trainer, "run", stopped_at_the_third)
+    assert invoke("campaign", "run", str(path), "--storage", url, sample_ahead).exit_code == 130
+    status = invoke("campaign", "status", "stopped", "--storage", url)
+    assert status.exit_code == 0, status.stderr
+    assert ("progress: digits coarse 2 of 8 trials; digits fine not started  (unfinished: rerun the campaign to "
+            "resume)") in status.stdout
+    monkeypatch.undo()
+    run_campaign(path, "--storage", url)
+    status = invoke("campaign", "status", "stopped", "--storage", url)
+    assert "progress: digits coarse 8 of 8 trials; digits fine 4 of 4 trials\n" in status.stdout
+
+
 def test_trials_carry_the_principles_as_user_attributes(tiny: dict[str, Any]):
     db: LeaderboardDB = tiny["db"]
     svs = study_versions(db, "tiny")

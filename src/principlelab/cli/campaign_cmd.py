@@ -164,6 +164,19 @@ def render_status(state: dict[str, Any]) -> None:
     click.echo(f"campaign {state['campaign']!r} in {state['storage']}: {totals['total']} runs "
                f"({', '.join(f'{k} {v}' for k, v in totals.items() if k != 'total' and v)}), "
                f"{state['promotions']} promotions")
+    steps = []
+    for level in state.get("progress", []):
+        where = f"{level['task']} {level['level']}"
+        if not level["started"]:
+            steps.append(f"{where} not started")
+        else:
+            of = f" of {level['target']}" if level["target"] is not None else ""
+            steps.append(f"{where} {level['trials']}{of} trials")
+    if steps:
+        unfinished = any(not lv["started"] or (lv["target"] is not None and lv["trials"] < lv["target"])
+                         for lv in state["progress"])
+        click.echo("progress: " + "; ".join(steps) + ("  (unfinished: rerun the campaign to resume)"
+                                                      if unfinished else ""))
     table = Table(title="study versions")
     for column in ("task", "level", "version", "runs", "complete", "pruned", "failed", "rejected", "best",
                    "top failure"):

@@ -12,11 +12,11 @@ import tomllib
 from collections import Counter, defaultdict
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, cast, func, select
+from sqlalchemy import ColumnElement, Float, and_, cast, func, select
 from sqlalchemy.orm import Session
 
 from principlelab.core.recipe import SLOTS
-from principlelab.errors import UnknownNameError
+from principlelab.errors import ConfigError, UnknownNameError
 from principlelab.studies.db import (
     RUN_STATUSES,
     CampaignRow,
@@ -235,6 +235,39 @@ def _declared(campaign: CampaignRow) -> dict[str, set[str]]:
         return {"task": set(), "fidelity": set()}
 
 
+RETRIED = "%the trial was retried"
+"""The end of the failure reason of a trial that was retried (interrupted, not run, its worker lost)."""
+
+
+def _level_progress(session: Session, campaign: CampaignRow, versions: list[StudyVersionRow]) -> list[dict[str, Any]]:
+    """Per task and level the campaign's file declares: whether it started, the trials recorded in its
+    latest study version (a retried trial once), and the target (the first level's ``trials``; a later
+    level's promotions times its seeds; None for a time budget)."""
+    from principlelab.studies.campaign_file import parse_campaign
+
+    try:
+        spec = parse_campaign(campaign.spec_json, source=f"campaign {campaign.name!r}")
+    except ConfigError:  # a file an older principlelab accepted: no progress view, the rest still shows
+        return []
+    out = []
+    for task in spec.tasks:
+        for index, level in enumerate(spec.levels):
+            latest = max((sv for sv in versions if sv.task == task and sv.level == level.name),
+                         key=lambda sv: sv.version, default=None)
+            entry: dict[str, Any] = {"task": task, "level": level.name, "started": latest is not None,
+                                     "trials": 0, "target": level.trials if index == 0 else None}
+            if latest is not None:
+                entry["trials"] = session.scalar(select(func.count()).where(
+                    RunRow.study_version_id == latest.id,
+                    ~and_(RunRow.status == "failed", RunRow.failure_reason.like(RETRIED)))) or 0
+                if index > 0:
+                    promoted = session.scalar(select(func.count()).select_from(PromotionRow)
+                                              .where(PromotionRow.to_study_version_id == latest.id)) or 0
+                    entry["target"] = promoted * level.seeds
+            out.append(entry)
+    return out
+
+
 def check_known(session: Session, column: Any, value: str, what: str, where_text: str,
                 scope: list[ColumnElement[bool]]) -> None:
     """Raise :class:`UnknownNameError` (listing the values that occur) if no run in ``scope`` (described
@@ -274,6 +307,7 @@ def status(db: LeaderboardDB, campaign: str, *, metric: str = "test_accuracy") -
             failure_totals[reason or "(no reason recorded)"] += int(n)
             if len(failures[sv_id]) < 5:
                 failures[sv_id].append({"reason": reason or "(no reason recorded)", "count": int(n)})
+        progress = _level_progress(session, row, versions)
         promotions = session.scalar(select(func.count()).select_from(PromotionRow).join(
             StudyVersionRow, StudyVersionRow.id == PromotionRow.to_study_version_id)
             .where(StudyVersionRow.campaign_id == row.id)) or 0
@@ -305,6 +339,7 @@ def status(db: LeaderboardDB, campaign: str, *, metric: str = "test_accuracy") -
     return {"campaign": row.name, "storage": db.masked_url, "file_hash": row.file_hash,
             "created_at": row.created_at.isoformat() if row.created_at else None, "metric": metric,
             "totals": {**totals, "total": sum(totals.values())}, "promotions": int(promotions),
+            "progress": progress,
             "failure_reasons": [{"reason": reason, "count": n}
                                 for reason, n in sorted(failure_totals.items(), key=lambda item: (-item[1], item[0]))],
             "study_versions": entries}
