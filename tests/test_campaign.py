@@ -13,6 +13,7 @@ import optuna
 import pytest
 from click.testing import CliRunner, Result
 
+from ctrl_c import ctrl_c_at_training
 from principlelab.cli import main
 from principlelab.core.recipe import SLOTS
 from principlelab.studies.db import LeaderboardDB, RunRow
@@ -166,19 +167,9 @@ def test_a_rerun_right_after_a_kill_during_promotion_trains_every_promoted_recip
 def test_status_shows_how_far_a_stopped_campaign_got(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      sample_ahead: str):
     """After a stop it read '2 runs (complete 2)' with no target and no sign of the levels to come."""
-    from principlelab.core.trainer import Trainer
-
     path = write(tmp_path, campaign_toml("stopped"))
     url = f"sqlite:///{tmp_path / 'plab.db'}"
-    train, calls = Trainer.run, {"n": 0}
-
-    def stopped_at_the_third(self: Trainer) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return train(self)
-
-    monkeypatch.setattr(Trainer, "run", stopped_at_the_third)
+    ctrl_c_at_training(monkeypatch, 3)
     assert invoke("campaign", "run", str(path), "--storage", url, sample_ahead).exit_code == 130
     status = invoke("campaign", "status", "stopped", "--storage", url)
     assert status.exit_code == 0, status.stderr

@@ -13,6 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from ctrl_c import ctrl_c_at_training
 from principlelab.core.trainer import Trainer
 from principlelab.registry import get_registry
 from principlelab.studies.campaign import CampaignRunner
@@ -147,15 +148,7 @@ def test_a_stopped_worker_leaves_no_trial_running_and_a_rerun_completes_the_budg
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path / 'stop.db'}"
     train = Trainer.run
-    calls = {"n": 0}
-
-    def interrupted_at_the_fourth(self: Trainer) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return train(self)
-
-    monkeypatch.setattr(Trainer, "run", interrupted_at_the_fourth)
+    ctrl_c_at_training(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         coarse(url, trials=8)
     runner = runner_for(url, trials=8, sample_ahead=True)
