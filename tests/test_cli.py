@@ -50,6 +50,16 @@ def test_plugins_table_names_packages():
     assert code == 0 and "sparse_random" in out and "principlelab" in out
 
 
+def test_plugins_table_shows_what_campaigns_search():
+    """The table showed bounds only: a numeric field's search range was in --json alone."""
+    code, out, _ = invoke("plugins", "--slot", "connectivity")
+    flat = " ".join(out.replace("│", " ").split())
+    assert code == 0
+    assert "density=0.25 [>0.0 <=1.0; search 0.02..1.0 log]" in flat
+    assert "sparse_output=False [search {False, True}]" in flat
+    assert "every=1 [>=1 <=1000]," in flat  # not searched: bounds only
+
+
 def test_run_digits_baseline_reaches_095():
     result = run_json("--task", "digits")
     assert result["test_accuracy"] >= 0.95

@@ -49,10 +49,16 @@ def _describe_param(param: dict) -> str:  # type: ignore[type-arg]
     for key, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
         if param.get("bounds", {}).get(key) is not None:
             bounds.append(f"{symbol}{param['bounds'][key]}")
-    choices = (param.get("search") or {}).get("choices")
-    if choices is not None:
-        bounds.append("in {" + ", ".join(map(str, choices)) + "}")
-    suffix = f" [{' '.join(bounds)}]" if bounds else ""
+    search = param.get("search") or {}
+    searched = ""
+    if search.get("choices") is not None:
+        searched = "search {" + ", ".join(map(str, search["choices"])) + "}"
+    elif search:  # a range: what campaigns sample, inside the bounds
+        step = search.get("step")
+        searched = (f"search {search['low']}..{search['high']}" + (" log" if search.get("log") else "")
+                    + (f" step {step}" if step not in (None, 1) else ""))
+    parts = [" ".join(bounds), searched]
+    suffix = f" [{'; '.join(p for p in parts if p)}]" if any(parts) else ""
     return f"{param['name']}={param['default']!r}{suffix}"
 
 
