@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
     ("bench_campaign.py", ["--trials", "4"]),
     ("bench_sampler.py", ["--trials", "25"]),
     ("bench_sampler.py", ["--trials", "25", "--pruner", "hyperband", "--samplers", "principlelab"]),
+    ("principle_tables.py", ["--page", "all", "--quick"]),
 ])
 def test_benchmark_runs(script: str, args: list[str], tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True,

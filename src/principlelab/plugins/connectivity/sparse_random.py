@@ -30,7 +30,7 @@ def sparsify(block: Block, density: float, generator: torch.Generator) -> None:
     ``sqrt(n_in / active fan-in)``, so its pre-activation variance is the dense init's.
 
     The realised fan-in, not ``density``: the row and column guarantee adds connections (a 64 -> 256
-    block at density 0.02 has 0.042), and rows differ; scaling by ``1/sqrt(density)`` gave small
+    block at density 0.02 has about 0.04), and rows differ; scaling by ``1/sqrt(density)`` gave small
     blocks at low density up to 2.6x the dense variance."""
     n_out, n_in = block.weight.shape
     block.mask = random_mask(n_out, n_in, density, generator)

@@ -119,8 +119,9 @@ class SoftClamp(Backprop):
         factors = []
         for k, scale in zip(net.hidden_layers, scales):
             for source, block in net.blocks_into(k):
-                rows = scale.unsqueeze(1)
-                factors.append((block.weight, rows if source == 0 else torch.maximum(rows, scales[source - 1])))
+                rows = scale.unsqueeze(1)  # [n_out, 1]: broadcast, unless a source unit is younger than a row's
+                younger = source > 0 and bool(scales[source - 1].max() > scale.min())
+                factors.append((block.weight, torch.maximum(rows, scales[source - 1]) if younger else rows))
             bias = net.layers[k - 1].bias
             if bias is not None:
                 factors.append((bias, scale))
