@@ -95,9 +95,7 @@ class CampaignData:
     def declared_levels(self) -> list[str]:
         """The level names the campaign file declares, in order (the levels run so far if it cannot be read):
         a campaign interrupted in its first level has run one level of several."""
-        entries = self.spec().get("levels") or []
-        names = [e.get("name", "default") for e in entries if isinstance(e, dict)]
-        return names or list(self.levels)
+        return leaderboard.declared(self.spec_text)[1] or list(self.levels)
 
     def capped_level(self, level: str) -> tuple[int, list[int]] | None:
         """``(width_cap, initial hidden widths)`` if ``level``'s width cap leaves no room to add units."""

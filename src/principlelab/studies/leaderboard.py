@@ -215,24 +215,28 @@ def task_and_level(session: Session, campaign: CampaignRow | None, scope: list[C
     """Conditions for ``task`` and ``level`` (None: any). One with no run in ``scope`` is an
     :class:`UnknownNameError` listing those that have runs, unless ``campaign``'s file declares it
     (a declared level may have no runs yet)."""
-    declared = _declared(campaign) if campaign is not None else {"task": set(), "fidelity": set()}
+    tasks, levels = declared(campaign.spec_json) if campaign is not None else ([], [])
+    known = {"task": set(tasks), "fidelity": set(levels)}
     where_text = "in this leaderboard" if campaign is None else f"in campaign {campaign.name!r}"
     conds = []
     for column, value, what in ((RunRow.task, task, "task"), (RunRow.level, level, "fidelity")):
         if value is not None:
-            if value not in declared[what]:
+            if value not in known[what]:
                 check_known(session, column, value, what, where_text, scope)
             conds.append(column == value)
     return conds
 
 
-def _declared(campaign: CampaignRow) -> dict[str, set[str]]:
-    """The tasks and level names ``campaign``'s file declares (empty if it cannot be read)."""
+def declared(spec_text: str | None) -> tuple[list[str], list[str]]:
+    """``(tasks, level names)`` a campaign's stored file declares, in order; empty if it cannot be read.
+    Read leniently (a file an older principlelab stored still names its levels)."""
     try:
-        spec = tomllib.loads(campaign.spec_json)
-        return {"task": set(spec.get("tasks", [])), "fidelity": {level["name"] for level in spec.get("levels", [])}}
-    except (tomllib.TOMLDecodeError, KeyError, TypeError):
-        return {"task": set(), "fidelity": set()}
+        spec = tomllib.loads(spec_text or "")
+    except (tomllib.TOMLDecodeError, TypeError):
+        return [], []
+    tasks = [t for t in spec.get("tasks") or [] if isinstance(t, str)]
+    levels = [e["name"] for e in spec.get("levels") or [] if isinstance(e, dict) and isinstance(e.get("name"), str)]
+    return tasks, levels
 
 
 RETRIED = "%the trial was retried"
