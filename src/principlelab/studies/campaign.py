@@ -50,6 +50,7 @@ from principlelab.studies.promotion import Candidate, RankCorrelation, pareto, r
 from principlelab.studies.sample_ahead import PRUNERS as SAMPLE_AHEAD_PRUNERS
 from principlelab.studies.sample_ahead import can_sample_ahead, forks_here, run_level_sampled_ahead
 from principlelab.studies.space import SearchSpace
+from principlelab.studies.tables import RETRIED
 
 ProgressFn = Callable[["LevelProgress"], None]
 
@@ -84,7 +85,7 @@ class StaleTrialRecorder:
         self.contexts: dict[str, LevelContext] = {}
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
-                 reason: str = f"worker lost: no heartbeat for {HEARTBEAT_GRACE_S} s; the trial was retried", *,
+                 reason: str = f"worker lost: no heartbeat for {HEARTBEAT_GRACE_S} s; {RETRIED}", *,
                  counted: bool = True) -> None:
         """``counted=False``: an interruption, which does not use up the trial's retries."""
         self.retry(study, trial, counted=counted)

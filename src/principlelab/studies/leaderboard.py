@@ -26,6 +26,7 @@ from principlelab.studies.db import (
     StudyVersionRow,
     campaign_row,
 )
+from principlelab.studies.tables import RETRIED
 
 METRICS: dict[str, bool] = {
     "test_accuracy": True,
@@ -239,10 +240,6 @@ def declared(spec_text: str | None) -> tuple[list[str], list[str]]:
     return tasks, levels
 
 
-RETRIED = "%the trial was retried"
-"""The end of the failure reason of a trial that was retried (interrupted, not run, its worker lost)."""
-
-
 def _level_progress(session: Session, campaign: CampaignRow, versions: list[StudyVersionRow]) -> list[dict[str, Any]]:
     """Per task and level the campaign's file declares: whether it started, the trials recorded in its
     latest study version (a retried trial once), and the target (the first level's ``trials``; a later
@@ -263,7 +260,7 @@ def _level_progress(session: Session, campaign: CampaignRow, versions: list[Stud
             if latest is not None:
                 entry["trials"] = session.scalar(select(func.count()).where(
                     RunRow.study_version_id == latest.id,
-                    ~and_(RunRow.status == "failed", RunRow.failure_reason.like(RETRIED)))) or 0
+                    ~and_(RunRow.status == "failed", RunRow.failure_reason.like(f"%{RETRIED}")))) or 0
                 if index > 0:
                     promoted = session.scalar(select(func.count()).select_from(PromotionRow)
                                               .where(PromotionRow.to_study_version_id == latest.id)) or 0

@@ -23,11 +23,12 @@ from principlelab.studies.campaign_file import CampaignSpec, LevelSpec
 from principlelab.studies.journal_batch import trial_writes
 from principlelab.studies.optuna_setup import pruning_step_kind
 from principlelab.studies.space import REJECTED_ATTR, SearchSpace, recipe_key
+from principlelab.studies.tables import RETRIED
 
 MMAC = 1_000_000
-INTERRUPTED = "interrupted: the worker stopped while training it; the trial was retried"
+INTERRUPTED = f"interrupted: the worker stopped while training it; {RETRIED}"
 """The failure reason of a trial the user interrupted (Ctrl-C): retried, and uses up none of its retries."""
-NOT_RUN = "not run: the worker stopped after sampling it; the trial was retried"
+NOT_RUN = f"not run: the worker stopped after sampling it; {RETRIED}"
 """The failure reason of a trial sampled ahead and never trained because the worker stopped: retried too."""
 
 

@@ -64,6 +64,9 @@ before tables new in this code are created). Version 0 is a database with princi
 ``schema_version`` row."""
 
 RUN_STATUSES = ("complete", "pruned", "failed", "rejected")
+RETRIED = "the trial was retried"
+"""How the failure reason of a ``failed`` run ends when its trial was retried (the worker was interrupted,
+stopped before training it, or was lost): the trial counts once, by its retry."""
 TABLE_PREFIX = "plab_"
 
 
