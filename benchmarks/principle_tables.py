@@ -252,8 +252,8 @@ def signal_economy_page() -> None:
                                     growth={"name": "random", "config": {"units": 8}})
         log, trigger = principles["trigger"].log, principles["trigger"]
 
-        def count(kind: str, signal: str | None = None) -> int:
-            return sum(e["kind"] == kind and signal in (None, e["signal"]) for e in log)  # noqa: B023
+        def count(kind: str, signal: str | None = None, log: list[dict[str, Any]] = log) -> int:
+            return sum(e["kind"] == kind and signal in (None, e["signal"]) for e in log)
 
         found = sorted({e["reason"].split(": ", 1)[1].split(" (")[0]
                         for e in log if e["kind"] == "earn" and e["signal"] == "cit"})

@@ -164,17 +164,15 @@ def render_status(state: dict[str, Any]) -> None:
     click.echo(f"campaign {state['campaign']!r} in {state['storage']}: {totals['total']} runs "
                f"({', '.join(f'{k} {v}' for k, v in totals.items() if k != 'total' and v)}), "
                f"{state['promotions']} promotions")
-    steps = []
+    steps, unfinished = [], False
     for level in state.get("progress", []):
-        where = f"{level['task']} {level['level']}"
+        where, target = f"{level['task']} {level['level']}", level["target"]
         if not level["started"]:
             steps.append(f"{where} not started")
         else:
-            of = f" of {level['target']}" if level["target"] is not None else ""
-            steps.append(f"{where} {level['trials']}{of} trials")
+            steps.append(f"{where} {level['trials']}" + (f" of {target}" if target is not None else "") + " trials")
+        unfinished |= not level["started"] or (target is not None and level["trials"] < target)
     if steps:
-        unfinished = any(not lv["started"] or (lv["target"] is not None and lv["trials"] < lv["target"])
-                         for lv in state["progress"])
         click.echo("progress: " + "; ".join(steps) + ("  (unfinished: rerun the campaign to resume)"
                                                       if unfinished else ""))
     table = Table(title="study versions")

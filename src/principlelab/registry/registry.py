@@ -227,4 +227,3 @@ def _check_search_hints(cls: type[Principle], config: type[BaseModel]) -> None:
             field_distribution(cls, field, info)
         except ConfigError as exc:
             raise PluginError(str(exc)) from None
-

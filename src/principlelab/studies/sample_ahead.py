@@ -156,16 +156,19 @@ class SampleAhead:
                     break
                 if isinstance(said, tuple) and said[0] == "error":
                     raise SampleAheadError(_failure(said[1])) from None
-            self.process.join(1)
-            raise SampleAheadError(f"the sampling process exited (exit code {self.process.exitcode})") from None
+            raise self._exited() from None
+
+    def _exited(self) -> SampleAheadError:
+        """The error for a sampling process that exited without saying why."""
+        self.process.join(1)
+        return SampleAheadError(f"the sampling process exited (exit code {self.process.exitcode})")
 
     def receive(self) -> Proposal | None:
         """The trial asked for, or None when the level needs no more."""
         try:
             message = self.conn.recv()
         except EOFError:
-            self.process.join(1)
-            raise SampleAheadError(f"the sampling process exited (exit code {self.process.exitcode})") from None
+            raise self._exited() from None
         self.requested -= 1
         if isinstance(message, tuple) and message[0] == "error":
             raise SampleAheadError(_failure(message[1]))
