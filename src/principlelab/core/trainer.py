@@ -90,8 +90,8 @@ def seed_global_rng(seed: int) -> None:
     """Seed torch's global generator, which principles draw from when they take no generator of their own.
 
     Not ``torch.manual_seed``: where no accelerator is initialised (always, on the CPU build) it queues
-    the seeding of each accelerator backend with a formatted stack trace, 0.1-0.3 ms per call, once per
-    trial of a campaign. Networks train on the CPU; CUDA is seeded as well where it is in use.
+    the seeding of each accelerator backend with a formatted stack trace, once per trial of a campaign.
+    Networks train on the CPU; CUDA is seeded as well where it is in use.
     """
     torch.random.default_generator.manual_seed(seed)
     if torch.cuda.is_initialized():
