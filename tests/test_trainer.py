@@ -19,16 +19,36 @@ def trainer_for(**fields) -> Trainer:
     return Trainer(recipe, principles, load_task(recipe.task, fidelity=recipe.fidelity, seed=recipe.seed))
 
 
+HIDDEN_BLOCK = 64 * 16 + 16  # digits [64] -> hidden [16]: weights and biases
+OUTPUT_BLOCK = 16 * 10 + 10  # hidden [16] -> 10 classes
+
+
 def test_params_count_the_composition_and_learning_rule_tensors():
+    plain = trainer_for().run()
+    assert plain.params == HIDDEN_BLOCK + OUTPUT_BLOCK
+    assert plain.forward_macs == 64 * 16 + 16 * 10
     capsules = trainer_for(composition="capsule_routing")
     result = capsules.run()
     head = sum(t.numel() for t in capsules.composition.parameters())
-    assert head > 0 and result.params == capsules.net.num_params() + head
+    assert head > 0 and result.params == HIDDEN_BLOCK + head  # its readout never uses the output layer
     assert result.epochs[-1].params == result.params
-    ff = trainer_for(learning="forward_forward")
+    assert result.forward_macs == 64 * 16 + capsules.composition.forward_macs(capsules.net)
+    ff = trainer_for(learning="forward_forward", composition="snapshots")
+    assert ff.composition.parameters()  # trained gates FF never runs: not counted
     result = ff.run()
     embedding = 16 * 10  # E [width_1, classes]
-    assert result.params == ff.net.num_params() + embedding
+    assert result.params == HIDDEN_BLOCK + embedding
+
+
+def test_a_readout_without_the_output_layer_does_not_compute_it():
+    capsules = trainer_for(composition="capsule_routing")
+    def fail() -> torch.Tensor:
+        raise AssertionError("the output layer was computed")
+
+    capsules.net.layers[-1].effective_weight = fail  # type: ignore[method-assign]
+    scores = capsules.composition.forward(capsules.net, torch.randn(5, 64))
+    assert scores.shape == (5, 10) and torch.isfinite(scores).all()
+    assert [h.shape[1] for h in capsules.net.hidden] == [16]
 
 
 class _AlwaysAtEpochEnd(Trigger):

@@ -124,7 +124,7 @@ class Network(GrowthOps):
         self.hidden: list[torch.Tensor] = []
         self.version = 0
         self._remap = ParamRemap()
-        self._counts: tuple[int, int, int] | None = None
+        self._counts: tuple[int, int, int, int, int] | None = None
 
     # ----------------------------------------------------------------------------- structure
     @property
@@ -163,21 +163,29 @@ class Network(GrowthOps):
         self.version += 1
         self._counts = None
 
-    def _counts_now(self) -> tuple[int, int, int]:
+    def _counts_now(self) -> tuple[int, int, int, int, int]:
+        """``(params, MACs, hidden units, params into the output layer, MACs into the output layer)``."""
         if self._counts is None:
-            blocks = [*self.layers, *self.skips.values()]
-            weights = sum(b.active_weights() for b in blocks)
-            biases = sum(b.bias.numel() for b in blocks if b.bias is not None)
-            self._counts = (weights + biases, weights, sum(self.widths[1:-1]))
+            def count(blocks: list[Block]) -> tuple[int, int]:
+                weights = sum(b.active_weights() for b in blocks)
+                return weights + sum(b.bias.numel() for b in blocks if b.bias is not None), weights
+
+            params, macs = count([*self.layers, *self.skips.values()])
+            out_params, out_macs = count([block for _, block in self.blocks_into(self.depth)])
+            self._counts = (params, macs, sum(self.widths[1:-1]), out_params, out_macs)
         return self._counts
 
-    def num_params(self) -> int:
-        """Active parameters: existing connections plus biases."""
-        return self._counts_now()[0]
+    def num_params(self, *, output_layer: bool = True) -> int:
+        """Active parameters: existing connections plus biases; ``output_layer=False`` leaves out the
+        blocks into the output layer (for a readout that does not use it)."""
+        counts = self._counts_now()
+        return counts[0] if output_layer else counts[0] - counts[3]
 
-    def forward_macs(self) -> int:
-        """Forward multiply-accumulates per sample (one per active connection)."""
-        return self._counts_now()[1]
+    def forward_macs(self, *, output_layer: bool = True) -> int:
+        """Forward multiply-accumulates per sample (one per active connection); ``output_layer=False``
+        leaves out the blocks into the output layer."""
+        counts = self._counts_now()
+        return counts[1] if output_layer else counts[1] - counts[4]
 
     def num_hidden_units(self) -> int:
         return self._counts_now()[2]
@@ -188,26 +196,31 @@ class Network(GrowthOps):
 
         ``self.hidden[k - 1]`` is the post-activation [B, widths[k]] of hidden layer ``k``.
         """
+        states = self._hidden_states(x)
+        return self._pre_activation(self.depth, states)
+
+    def forward_hidden(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Hidden activations only (``self.hidden``, one [B, widths[k]] per hidden layer) for ``x``
+        [B, widths[0]]; the output layer is not computed. For a readout that does not use it."""
+        return self._hidden_states(x)[1:]
+
+    def _hidden_states(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``[x, h_1, ..., h_{L-1}]``; sets ``self.hidden``."""
         act = ACTIVATIONS[self.activation]
-        skips = self.skips
         states = [x]
-        h = x
-        hidden: list[torch.Tensor] = []
-        last = self.depth - 1
-        for i, block in enumerate(self.layers):
-            z = F.linear(h, block.effective_weight(), block.bias)
-            if skips:
-                for (a, b), skip in skips.items():
-                    if b == i + 1:
-                        z = z + F.linear(states[a], skip.effective_weight())
-            if i == last:
-                self.hidden = hidden
-                return z
-            h = act(z)
-            hidden.append(h)
-            if skips:
-                states.append(h)
-        raise AssertionError("unreachable")
+        for layer in range(1, self.depth):
+            states.append(act(self._pre_activation(layer, states)))
+        self.hidden = states[1:]
+        return states
+
+    def _pre_activation(self, layer: int, states: list[torch.Tensor]) -> torch.Tensor:
+        """Pre-activation [B, widths[layer]] of unit layer ``layer`` from the layers below it."""
+        block = self.layers[layer - 1]
+        z = F.linear(states[layer - 1], block.effective_weight(), block.bias)
+        for (a, b), skip in self.skips.items():
+            if b == layer:
+                z = z + F.linear(states[a], skip.effective_weight())
+        return z
 
     __call__ = forward
 

@@ -76,9 +76,26 @@ class Connectivity(Principle):
 
 
 class LearningRule(Principle):
-    """Decides how weights change each step and how a prediction is read out."""
+    """Decides how weights change each step and how a prediction is read out.
+
+    A rule with its own readout sets ``uses_composition = False`` (the composition is built but never
+    run, trained or counted) and, if that readout never uses the network's output layer,
+    ``reads_output_layer = False`` (the blocks into the output layer are then not counted in the run's
+    parameters). Otherwise the composition's ``reads_output_layer`` decides.
+    """
 
     slot: ClassVar[str] = "learning"
+    uses_composition: ClassVar[bool] = True
+    """False for a rule with its own readout: the composition is built but never run, trained or counted."""
+    reads_output_layer: ClassVar[bool] = True
+    """False when the rule's predictions never use the network's output layer (the blocks into it): those
+    are then not counted in the run's parameters. With :attr:`uses_composition`, the composition decides."""
+
+    def counts_output_layer(self, composition: Composition) -> bool:
+        """Whether the run's predictions use the network's output layer (so its parameters count)."""
+        if not self.reads_output_layer:
+            return False
+        return composition.reads_output_layer if self.uses_composition else True
 
     @abstractmethod
     def setup(self, net: Network, composition: Composition) -> None:
@@ -110,7 +127,8 @@ class LearningRule(Principle):
     def macs_per_sample(self, net: Network, composition: Composition) -> int:
         """Training multiply-accumulates per sample: forward plus backward (about 2x forward) of what is
         trained, and one forward pass of the composition's frozen parts."""
-        return 3 * (net.forward_macs() + composition.forward_macs(net)) + composition.frozen_forward_macs(net)
+        network = net.forward_macs(output_layer=composition.reads_output_layer)
+        return 3 * (network + composition.forward_macs(net)) + composition.frozen_forward_macs(net)
 
     def parameters(self) -> list[torch.Tensor]:
         """Trainable tensors the rule owns beyond the network's (e.g. a label embedding); default none."""
@@ -118,7 +136,8 @@ class LearningRule(Principle):
 
     def eval_macs_per_sample(self, net: Network, composition: Composition) -> int:
         """Multiply-accumulates per evaluated sample (default: one forward pass of everything)."""
-        return net.forward_macs() + composition.forward_macs(net) + composition.frozen_forward_macs(net)
+        network = net.forward_macs(output_layer=composition.reads_output_layer)
+        return network + composition.forward_macs(net) + composition.frozen_forward_macs(net)
 
     def on_growth(self, net: Network, composition: Composition, remap: ParamRemap) -> None:
         """The network changed shape: carry optimizer state of existing weights over (see remap)."""
@@ -161,9 +180,18 @@ class GrowthRule(Principle):
 
 
 class Composition(Principle):
-    """Decides how the network's parts combine into the output, and the training loss."""
+    """Decides how the network's parts combine into the output, and the training loss.
+
+    A composition whose scores never use the network's output layer (it reads ``net.hidden`` after
+    ``net.forward_hidden(x)``) sets ``reads_output_layer = False``: the blocks into the output layer are
+    then neither charged in MACs nor counted in the run's parameters. The conformance tests check the
+    declaration against the gradients.
+    """
 
     slot: ClassVar[str] = "composition"
+    reads_output_layer: ClassVar[bool] = True
+    """False for a readout that never uses the network's output layer (the blocks into it): it then calls
+    ``net.forward_hidden``, and those blocks are neither charged in MACs nor counted in parameters."""
 
     def build(self, net: Network, *, num_classes: int, generator: torch.Generator) -> None:
         """Create any parameters of the composition itself (default: none)."""

@@ -151,9 +151,13 @@ class Trainer:
         self._awaiting_loss_after: list[GrowthEvent] = []
 
     def num_params(self) -> int:
-        """Active parameters of the network plus those the composition and learning rule own."""
-        owned = [*self.composition.parameters(), *self.learning.parameters()]
-        return self.net.num_params() + sum(t.numel() for t in owned)
+        """Parameters the run's predictions use: the network's active ones (without the output layer when
+        the readout never uses it), the composition's (unless the learning rule has its own readout) and
+        the learning rule's own."""
+        learning = self.learning
+        owned = [*learning.parameters(), *(self.composition.parameters() if learning.uses_composition else [])]
+        network = self.net.num_params(output_layer=learning.counts_output_layer(self.composition))
+        return network + sum(t.numel() for t in owned)
 
     def _grow(self, firing: Firing, epoch: int) -> list[GrowthEvent]:
         growth, net = self.p["growth"], self.net

@@ -269,6 +269,15 @@ class CompositionConformance(PrincipleConformance):
         loss.backward()
         grad = net.layers[0].weight.grad
         assert grad is not None and grad.abs().sum() > 0, f"{what}: no gradient reached the first layer"
+        out = net.layers[-1].weight.grad
+        if composition.reads_output_layer:
+            assert out is not None and out.abs().sum() > 0, (
+                f"{what}: no gradient reached the network's output layer; a composition that never reads it "
+                "declares reads_output_layer = False (then it is not counted in the run's parameters or MACs)")
+        else:
+            assert out is None or out.abs().sum() == 0, (
+                f"{what}: the scores depend on the network's output layer, but the composition declares "
+                "reads_output_layer = False")
         for i, p in enumerate(composition.parameters()):
             assert p.is_leaf and p.requires_grad, f"{what}: composition parameter {i} is not a trainable leaf"
             assert p.grad is not None, f"{what}: no gradient reached composition parameter {i}"

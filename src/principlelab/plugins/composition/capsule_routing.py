@@ -11,8 +11,9 @@ primary capsule predicts every class capsule, and routing by agreement combines 
   ``v = squash(s)``, ``b += û·v``; finally ``v = squash(Σ_i softmax_j(b)_ij û_{j|i})``.
 - scores [B, C] are the capsule lengths ``‖v_j‖`` in [0, 1); the loss is the margin loss.
 
-The network's own output layer is computed (``net.forward`` fills ``net.hidden``) but unused; its
-weights get no gradient and the optimizer leaves them alone. No reconstruction decoder.
+The network's own output layer is unused: only the hidden layers are computed (``net.forward_hidden``),
+its weights get no gradient, and it is neither charged in MACs nor counted in the run's parameters
+(``reads_output_layer = False``). No reconstruction decoder.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class CapsuleRouting(Composition):
     """Primary capsules from the last hidden layer, class capsules by dynamic routing, margin loss."""
 
     name: ClassVar[str] = "capsule_routing"
+    reads_output_layer: ClassVar[bool] = False
 
     class Config(PrincipleConfig):
         primary_capsules: int = Field(16, ge=1, le=1024, description="number N of primary capsules",
@@ -89,9 +91,9 @@ class CapsuleRouting(Composition):
         return [self.proj, self.proj_bias, self.transforms]
 
     def primary(self, net: Network, x: torch.Tensor) -> torch.Tensor:
-        """Primary capsules ``u`` [B, N, D] for ``x`` [B, in_features] (runs ``net.forward``)."""
-        net.forward(x)
-        h = net.hidden[-1] if net.hidden else x  # [B, W]; the input itself for a net without hidden layers
+        """Primary capsules ``u`` [B, N, D] for ``x`` [B, in_features] (the network's hidden layers only)."""
+        hidden = net.forward_hidden(x)
+        h = hidden[-1] if hidden else x  # [B, W]; the input itself for a net without hidden layers
         cfg = self.config
         z = torch.nn.functional.linear(h, self.proj, self.proj_bias)
         return squash(z.view(x.shape[0], cfg.primary_capsules, cfg.primary_dim))

@@ -28,9 +28,10 @@ Pieces, per step on a batch ``x`` [B, D], ``y`` [B] (see docs/principles/learnin
   cross-entropy of these scores taken as logits.
 
 The network's output layer (its last weight block) and skip edges into it are not used and not
-trained; skip edges into hidden layers are (by the target layer's local loss, reading the
-detached, normalised source layer; a skip from the input reads ``norm(x)`` without the label).
-The composition is ignored: FF has its own readout.
+trained, nor counted in the run's parameters; skip edges into hidden layers are (by the target
+layer's local loss, reading the detached, normalised source layer; a skip from the input reads
+``norm(x)`` without the label). The composition is ignored (FF has its own readout) and its
+parameters are not counted.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ class ForwardForward(LearningRule):
     """Hinton's Forward-Forward: layer-local goodness losses, label embedding, goodness readout."""
 
     name: ClassVar[str] = "forward_forward"
+    uses_composition: ClassVar[bool] = False  # FF has its own readout
+    reads_output_layer: ClassVar[bool] = False
     incompatible_with: ClassVar[dict[str, frozenset[str]]] = {
         "composition": frozenset({"capsule_routing"})}  # routing needs end-to-end gradients
 
