@@ -39,6 +39,13 @@ def _net() -> Network:
     return net
 
 
+def _signals(required: frozenset[str] = frozenset()) -> Signals:
+    """Signals of :func:`_net` with the labels of its kept batch of 12."""
+    signals = Signals(_net(), required)
+    signals.batch_y = torch.arange(12) % 3
+    return signals
+
+
 def push(signals: Signals, g: float) -> None:
     """One step whose global gradient norm is ``g``."""
     net = signals.net
@@ -55,7 +62,7 @@ def regimes(*blocks: list[float], length: int = 10) -> list[float]:
 
 
 def run_steps(trigger: Any, norms: list[float], signals: Signals | None = None) -> list[tuple[int, Firing]]:
-    signals = signals or Signals(_net(), frozenset(trigger.required_signals))
+    signals = signals or _signals(frozenset(trigger.required_signals))
     fired = []
     for g in norms:
         push(signals, g)
@@ -112,7 +119,7 @@ def test_grad_variance_warmup_and_check_every() -> None:
 
 # ------------------------------------------------------------------------------------- T3
 def epochs(trigger: Any, losses: list[float], metric: str = "val_loss") -> list[int]:
-    signals = Signals(_net(), frozenset(trigger.required_signals))
+    signals = _signals(frozenset(trigger.required_signals))
     fired = []
     for epoch, loss in enumerate(losses):
         signals.epoch = epoch
@@ -163,7 +170,7 @@ ALTERNATING = regimes(*([LOW, HIGH] * 10))  # every check from step 20 on sees a
 
 def test_economy_credits_accumulate_as_specified() -> None:
     eco = SignalEconomy(max_cit_per_cycle=0)
-    signals = Signals(_net(), frozenset(eco.required_signals))
+    signals = _signals(frozenset(eco.required_signals))
     credits = []
     for g in ALTERNATING[:90]:
         push(signals, g)
@@ -194,7 +201,7 @@ def test_economy_fires_at_threshold_and_resets() -> None:
 
 def test_economy_buys_cit_only_when_affordable() -> None:
     eco = StubCit(boundary=True)
-    signals = Signals(_net(), frozenset(eco.required_signals))
+    signals = _signals(frozenset(eco.required_signals))
     for g in ALTERNATING[:59]:
         push(signals, g)
         eco.on_step(signals)
@@ -229,35 +236,65 @@ def test_cit_unavailable_with_one_hidden_layer() -> None:
     net = Network([4, 6, 3], generator=torch.Generator().manual_seed(0))
     net.forward(torch.randn(8, 4))
     assert not eco.cit_available(Signals(net))
-    assert eco.cit_available(Signals(_net()))
+    assert eco.cit_available(_signals())
+
+
+def _class_layers(labels: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``h1`` [90, 16]: high-dimensional with the class of ``labels`` in it; ``h2`` [90, 8]: collapsed
+    onto the class directions."""
+    offsets = torch.randn(3, 16, generator=gen)
+    h1 = torch.randn(90, 16, generator=gen) + offsets[labels]
+    h2 = torch.zeros(90, 8)
+    h2[torch.arange(90), labels] = 5.0
+    return h1, h2
 
 
 def test_cit_check_on_constructed_layers() -> None:
     gen = torch.Generator().manual_seed(0)
     labels = torch.arange(90) % 3
-    offsets = torch.randn(3, 16, generator=gen)
-    h1 = torch.randn(90, 16, generator=gen) + offsets[labels]  # high-dimensional, class information
-    h2 = torch.zeros(90, 8)
-    h2[torch.arange(90), labels] = 5.0  # collapsed to the class directions: information kept
+    h1, h2 = _class_layers(labels, gen)  # the dimension collapses, the information is kept
+    assert participation_ratio(h2) == pytest.approx(2.0, rel=1e-6)  # 3 centred class points
+    assert participation_ratio(h1) > 3 * participation_ratio(h2)  # about 8 vs 2
+    assert centroid_accuracy(h2, labels) == 1.0 and centroid_accuracy(h1, labels) > 0.9
+    assert cit_check([h1, h2], labels, 0.7, 0.9, 1.0).boundary
+    assert not cit_check([h1, h2], labels, 0.7, 0.9, 0.01).boundary  # the seed's similarity condition can veto
+    result = cit_check([h2, h2], labels, 0.7, 0.9, 1.0)  # no collapse
+    assert not result.boundary and "dim 1.00" in result.summary
+
+
+def test_cit_measures_information_about_the_batch_labels_not_the_output_layer() -> None:
+    """A readout that does not use the output layer (capsules, forward-forward) leaves it untrained:
+    its argmax says nothing about the task. CIT asks what each layer knows about the true labels."""
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(90) % 3
+    other = torch.randperm(90, generator=gen) % 3  # what an untrained output layer might "predict"
+    h1, _ = _class_layers(labels, gen)
+    _, h2 = _class_layers(other, gen)  # collapsed onto directions that carry no information on labels
     net = Network([4, 16, 8, 3], generator=gen)
-    with torch.no_grad():
+    with torch.no_grad():  # an output layer that reads h2's directions: its argmax is ``other``
         net.layers[-1].weight.zero_()
         net.layers[-1].weight[:, :3] = torch.eye(3)
         net.layers[-1].bias.zero_()
     net.hidden = [h1, h2]
-    assert participation_ratio(h2) == pytest.approx(2.0, rel=1e-6)  # 3 centred class points
-    assert participation_ratio(h1) > 3 * participation_ratio(h2)  # about 8 vs 2
-    assert centroid_accuracy(h2, labels) == 1.0 and centroid_accuracy(h1, labels) > 0.9
-    assert cit_check(net, 0.7, 0.9, 1.0).boundary
-    assert not cit_check(net, 0.7, 0.9, 0.01).boundary  # the seed's similarity condition can veto
-    net.hidden = [h2, h2]  # no collapse
-    result = cit_check(net, 0.7, 0.9, 1.0)
-    assert not result.boundary and "dim 1.00" in result.summary
+    signals = Signals(net)
+    signals.batch_y = labels
+    eco = SignalEconomy()
+    assert eco.cit_available(signals)
+    result = eco.run_cit(signals)
+    assert not result.boundary and "info 0." in result.summary  # the task information is lost at h2
+    assert eco.run_cit(_with_labels(signals, other)).boundary  # measured against ``other`` it is kept
+    signals.batch_y = None
+    assert not eco.cit_available(signals)
+
+
+def _with_labels(signals: Signals, labels: torch.Tensor) -> Signals:
+    signals.batch_y = labels
+    return signals
 
 
 def grow_and_judge(eco: SignalEconomy, after: float) -> SignalEconomy:
     """Fire on spikes in epoch 2 (val loss 1.0), grow, then judge with epoch 3's val loss ``after``."""
-    signals = Signals(_net(), frozenset(eco.required_signals))
+    signals = _signals(frozenset(eco.required_signals))
     signals.epoch, signals.val_losses = 2, [1.1, 1.0, 1.0]
     for g in ALTERNATING[:110]:
         push(signals, g)

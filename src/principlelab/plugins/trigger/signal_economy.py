@@ -13,9 +13,9 @@ The expensive signal ``cit`` (cost 100, value 80; CIT, T8) is *bought* with cred
 ``max_cit_per_cycle`` times between firings, and only if ``value / price >= min_roi``. It runs on
 the current training batch's hidden activations; a boundary between hidden layers ``k, k+1`` is
 ``PR(k+1)/PR(k) < cit_dim_ratio`` (PR: participation ratio of the activation covariance) and
-``acc(k+1)/acc(k) > cit_info_ratio`` (acc: nearest-class-mean accuracy against the network's own
-predicted classes, a cheap linear-probe proxy of task information; :class:`Signals` carries no
-labels) and linear CKA ``< cit_max_similarity``. A boundary adds its value (net +30 at the
+``acc(k+1)/acc(k) > cit_info_ratio`` (acc: nearest-class-mean accuracy of the layer at predicting
+the batch's labels, a cheap linear-probe proxy of the seed's MI(layer; target)) and linear CKA
+``< cit_max_similarity``. A boundary adds its value (net +30 at the
 defaults: growth comes sooner); no boundary loses the price (growth comes later): the purchase
 changes the decision both ways. The trigger fires when credits reach ``threshold`` and resets.
 
@@ -37,11 +37,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from principlelab.core.events import GrowthEvent
-from principlelab.core.network import Network
 from principlelab.core.principles import Firing, PrincipleConfig, Trigger
 from principlelab.core.signals import Signals
 from principlelab.plugins.trigger.grad_variance import GradVarianceDetector
@@ -75,13 +73,6 @@ def centroid_accuracy(a: torch.Tensor, labels: torch.Tensor) -> float:
     return float((torch.cdist(a.detach(), means).argmin(1) == inverse).float().mean())
 
 
-def pseudo_labels(net: Network) -> torch.Tensor:
-    """The network's predicted classes [B] for the kept batch (main path of the output block)."""
-    block = net.layers[-1]
-    with torch.no_grad():
-        return F.linear(net.hidden[-1], block.effective_weight(), block.bias).argmax(1)
-
-
 @dataclass
 class CitResult:
     """One CIT check: whether some adjacent pair of hidden layers is a boundary, and the numbers."""
@@ -90,10 +81,11 @@ class CitResult:
     summary: str
 
 
-def cit_check(net: Network, dim_ratio: float, info_ratio: float, max_similarity: float) -> CitResult:
-    """The CIT test on every adjacent pair of hidden layers of the kept training batch."""
-    hidden = [h.detach() for h in net.hidden]
-    labels = pseudo_labels(net)
+def cit_check(hidden: list[torch.Tensor], labels: torch.Tensor, dim_ratio: float, info_ratio: float,
+              max_similarity: float) -> CitResult:
+    """The CIT test on every adjacent pair of ``hidden`` activations (each [B, w_k]) of one batch
+    whose labels are ``labels`` [B]."""
+    hidden = [h.detach() for h in hidden]
     prs = [participation_ratio(h) for h in hidden]
     accs = [centroid_accuracy(h, labels) for h in hidden]
     parts, found = [], []
@@ -252,14 +244,17 @@ class SignalEconomy(Trigger):
         return Firing(reason=reason)
 
     def cit_available(self, signals: Signals) -> bool:
-        """CIT needs two hidden layers' activations of a batch of at least 3 samples."""
-        hidden = signals.net.hidden
-        return len(hidden) >= 2 and hidden[0].shape[0] >= 3
+        """CIT needs two hidden layers' activations of a labelled batch of at least 3 samples."""
+        hidden, labels = signals.net.hidden, signals.batch_y
+        return (len(hidden) >= 2 and hidden[0].shape[0] >= 3 and labels is not None
+                and labels.shape[0] == hidden[0].shape[0])
 
     def run_cit(self, signals: Signals) -> CitResult:
-        """The expensive check (override in tests or to plug in another probe)."""
+        """The expensive check on the latest training batch (override in tests or to plug in another probe)."""
         cfg = self.config
-        return cit_check(signals.net, cfg.cit_dim_ratio, cfg.cit_info_ratio, cfg.cit_max_similarity)
+        assert signals.batch_y is not None  # cit_available
+        return cit_check(signals.net.hidden, signals.batch_y, cfg.cit_dim_ratio, cfg.cit_info_ratio,
+                         cfg.cit_max_similarity)
 
     def _resolve_outcomes(self, signals: Signals) -> None:
         """Judge growths whose ``success_epochs`` full epochs are over; revalue their signals."""
