@@ -128,10 +128,11 @@ def compute_section(sm: dict, tasks: list[str], s: Settings, plan: dict[str, Any
            "evaluation (per-epoch validation and the final test); forward_forward's evaluation runs one "
            "pass per class label, so its evaluation MACs are several times the others'.",
            "",
-           "*params (all)* is `RunResult.params`: the network's active parameters plus those the "
-           "composition or learning rule owns (the capsule head's projection and transforms; "
-           "forward_forward's label embedding). *params (network)* is the network's alone. The capsule "
-           "runs do not use the network's output layer but it is still counted in both.", ""]
+           "*params (all)* is `RunResult.params`, the parameters the predictions use: the network's "
+           "active parameters plus those the composition or learning rule owns (the capsule head's "
+           "projection and transforms; forward_forward's label embedding). The capsule and forward_forward "
+           "runs never use the network's output layer, so it is not counted. *params (network)* is the "
+           "network's part alone.", ""]
     for task in tasks:
         for b in s.budget_epochs:
             group = f"budget = backprop x {b} epochs"
