@@ -26,7 +26,8 @@ from principlelab.core.recipe import Recipe
 from principlelab.errors import ConfigError, PluginError, UnknownNameError
 from principlelab.registry import PluginSource, PluginWarning, Registry, get_plugin_manager, get_registry
 from principlelab.registry import manager as manager_mod
-from principlelab.registry.manager import DiscoveredPlugin, describe_field, plugin_infos
+from principlelab.registry.describe import describe_field, plugin_infos
+from principlelab.registry.manager import DiscoveredPlugin
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "principlelab-example-plugin"
 SRC_ROOT = Path(principlelab.registry.__file__).resolve().parents[2]

@@ -1,12 +1,12 @@
 """Principle registry and plugin loading (pluggy hooks, entry points, local ``principles.py``)."""
 
+from principlelab.registry.describe import plugin_infos
 from principlelab.registry.hookspecs import hookimpl, hookspec
 from principlelab.registry.manager import (
     DEFAULT_PLUGINS,
     PluginWarning,
     get_plugin_manager,
     get_registry,
-    plugin_infos,
 )
 from principlelab.registry.registry import PluginSource, Registry
 

@@ -55,7 +55,7 @@ def _search_hint(info: FieldInfo) -> Any:
     """The field's search hint: a dict, ``False`` (opted out) or ``None`` (no hint)."""
     extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
     hint = extra.get("search")
-    if hint is None and "choices" in extra:  # the short form registry.describe_field also reads
+    if hint is None and "choices" in extra:  # the short form registry.describe.describe_field also reads
         hint = {"choices": extra["choices"]}
     return hint
 
