@@ -16,6 +16,7 @@ runs each of them with small arguments).
 
 from __future__ import annotations
 
+import argparse
 import re
 import shlex
 import shutil
@@ -103,8 +104,11 @@ def run_pages(pages: list[str], python: str, *, heavy: bool) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    heavy = "--all" in argv
-    pages = [a for a in argv if a != "--all"] or PAGES
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pages", nargs="*", help="pages to check (default: README.md and docs/*.md)")
+    parser.add_argument("--all", action="store_true", help="also run the long benchmarks the docs show")
+    args = parser.parse_args(argv)
+    heavy, pages = args.all, args.pages or PAGES
     failures = run_pages(pages, sys.executable, heavy=heavy)
     for failure in failures:
         print(failure, file=sys.stderr)
