@@ -22,8 +22,11 @@ from principlelab.cli import _Group
 from principlelab.cli.leaderboard_cmd import compare as compare_cmd
 from principlelab.cli.leaderboard_cmd import leaderboard as leaderboard_cmd
 from principlelab.core.events import GrowthEvent
-from principlelab.core.recipe import SLOTS
+from principlelab.core.recipe import SLOTS, make_recipe
+from principlelab.core.tasks import load_task
+from principlelab.core.trainer import Trainer
 from principlelab.errors import ConfigError, StorageError, UnknownNameError
+from principlelab.registry import get_registry
 from principlelab.studies import tables as tablesmod
 from principlelab.studies.db import (
     PLAB_TABLES,
@@ -389,10 +392,31 @@ def test_writes_begin_immediate_reads_do_not(db: LeaderboardDB):
     assert "BEGIN" in seen and "BEGIN IMMEDIATE" not in seen
 
 
+GROWN = GrowthEvent(operation="add_units:split", layer=1, units=4, slot="growth", principle="random").to_dict()
+REWIRED = GrowthEvent(operation="rewire", layer=1, slot="connectivity", principle="set").to_dict()
+
+
+def test_rewiring_is_not_counted_as_growth(db: LeaderboardDB):
+    """``set`` records its prune-and-regrow as events (slot ``connectivity``); the growth count leaves them out."""
+    recipe = make_recipe({"task": "digits", "connectivity": "set", "fidelity": {"epochs": 3, "data_fraction": 0.2},
+                          "network": {"hidden": [16]}})
+    result = Trainer(recipe, get_registry().instantiate(recipe),
+                     load_task("digits", fidelity=recipe.fidelity, seed=0)).run()
+    assert len(result.growth_events) == 2 and {e.slot for e in result.growth_events} == {"connectivity"}
+    assert run_fields(result.to_dict())["growth_event_count"] == 0
+    b = Builder(db)
+    sv = b.sv("digits", "coarse")
+    run_id = db.record_run({"campaign_id": b.campaign.id, "study_version_id": sv.id, "status": "complete",
+                            "optuna_study_name": sv.optuna_study_name, "trial_number": 0, "task": "digits",
+                            "level": "coarse", "seed": 0, "recipe_key": "aaaaaa1111", **RECIPES["aaaaaa1111"]},
+                           [REWIRED, GROWN, REWIRED])
+    assert db.get_run(run_id).growth_event_count == 1 and len(db.growth_events(run_id)) == 3
+
+
 def test_run_fields_from_a_run_result_dict():
     result = {"test_accuracy": 0.9, "val_accuracy": 0.88, "test_loss": 0.3, "val_loss": 0.31, "params": 100,
               "macs": 10**12, "samples_seen": 5000, "wall_s": 1.5, "versions": {"principlelab": "0.1.0"},
-              "growth_events": [{}, {}], "recipe": {"task": "digits", **{
+              "growth_events": [GROWN, GROWN], "recipe": {"task": "digits", **{
                   slot: {"name": name, "config": {"a": 1}} for slot, name in RECIPES["aaaaaa1111"].items()}}}
     fields = run_fields(result)
     assert fields["growth"] == "random" and fields["growth_config"] == {"a": 1}

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from principlelab.core.events import count_growth
 from principlelab.core.recipe import FIDELITIES, SLOTS, load_recipe, make_recipe, recipe_warnings
 from principlelab.core.trainer import Callback, EpochReport, RunResult
 from principlelab.errors import ConfigError
@@ -81,12 +82,15 @@ class ProgressCallback(Callback):
 def print_result(result: RunResult, console: Console) -> None:
     """A short human summary of a run."""
     table = Table(title="result", show_header=False)
+    grown = count_growth(result.growth_events)
     for key, value in (("test accuracy", f"{result.test_accuracy:.4f}"),
                        ("val accuracy", f"{result.val_accuracy:.4f}"),
                        ("params", str(result.params)), ("widths", str(result.widths)),
                        ("MACs (train+eval)", f"{result.macs:.3e}"), ("samples seen", str(result.samples_seen)),
-                       ("wall time", f"{result.wall_s:.2f} s"), ("growth events", str(len(result.growth_events)))):
+                       ("wall time", f"{result.wall_s:.2f} s"), ("growth events", str(grown))):
         table.add_row(key, value)
+    if len(result.growth_events) > grown:  # set's prune-and-regrow: connectivity upkeep, not growth
+        table.add_row("rewiring events", str(len(result.growth_events) - grown))
     console.print(table)
     names = result.recipe.principle_names()
     console.print("recipe: " + ", ".join(f"{slot}={names[slot]}" for slot in SLOTS)

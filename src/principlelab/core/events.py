@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,3 +37,19 @@ class GrowthEvent:
         data = asdict(self)
         data["source_units"] = list(self.source_units)
         return data
+
+
+STRUCTURAL_PREFIXES = ("add_", "freeze", "snapshot")
+"""Event operations that change the network (or its training) as growth; ``rewire`` is connectivity upkeep."""
+
+
+def is_growth(slot: str | None, operation: str) -> bool:
+    """True for an event a growth rule made (units, layers, skips, freezes, snapshots), not rewiring
+    (``set``'s prune-and-regrow, recorded with slot ``connectivity``)."""
+    return slot == "growth" or operation.startswith(STRUCTURAL_PREFIXES)
+
+
+def count_growth(events: Iterable[GrowthEvent | Mapping[str, Any]]) -> int:
+    """How many of ``events`` (objects or their dicts) are growth, not rewiring (see :func:`is_growth`)."""
+    return sum(is_growth(e.slot, e.operation) if isinstance(e, GrowthEvent)
+               else is_growth(e.get("slot"), str(e.get("operation", ""))) for e in events)

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from principlelab.core.events import is_growth
 from principlelab.core.recipe import SLOTS
 from principlelab.errors import ConfigError
 from principlelab.studies import leaderboard
@@ -31,13 +32,10 @@ from principlelab.studies.db import (
 )
 from principlelab.studies.promotion import RankCorrelation, rank_correlation
 
-STRUCTURAL_PREFIXES = ("add_", "freeze", "snapshot")
-"""Event operations that change the network (or its training) as growth; ``rewire`` is connectivity upkeep."""
-
 
 def is_growth_event(event: GrowthEventRow) -> bool:
     """True for events a growth rule made (units, layers, skips, freezes, snapshots), not rewiring."""
-    return event.slot == "growth" or event.operation.startswith(STRUCTURAL_PREFIXES)
+    return is_growth(event.slot, event.operation)
 
 
 def hidden_units_delta(event: GrowthEventRow) -> int:

@@ -26,6 +26,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
+from principlelab.core.events import count_growth
 from principlelab.errors import ConfigError, StorageError, UnknownNameError
 from principlelab.studies import tables
 from principlelab.studies.forking import forget_at_fork
@@ -324,7 +325,7 @@ class LeaderboardDB:
             raise ConfigError(f"record_run: status {run['status']!r} must be one of "
                               f"{', '.join(RUN_STATUSES)}")
         values: dict[str, Any] = dict.fromkeys(RUN_FIELDS)
-        values.update(wall_s=0.0, growth_event_count=len(events))
+        values.update(wall_s=0.0, growth_event_count=count_growth(events))
         values.update({key: finite_or_none(value) for key, value in run.items()})
 
         def work(session: Session) -> int:

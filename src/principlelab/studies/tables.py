@@ -42,6 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from principlelab.core.events import count_growth
 from principlelab.core.recipe import SLOTS
 from principlelab.errors import ConfigError, StorageError
 
@@ -248,7 +249,7 @@ def run_fields(result: dict[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {key: result.get(key) for key in (
         "test_accuracy", "val_accuracy", "test_loss", "val_loss", "params", "macs", "samples_seen",
         "wall_s", "versions")}
-    fields["growth_event_count"] = len(result.get("growth_events") or ())
+    fields["growth_event_count"] = count_growth(result.get("growth_events") or ())
     fields["recipe_json"] = recipe or None
     fields.update(slot_fields(recipe))
     return {key: value for key, value in fields.items() if value is not None}
