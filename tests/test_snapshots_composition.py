@@ -140,6 +140,10 @@ def test_learns_digits_with_growth(mode: str) -> None:
     assert len(result.growth_events) == 4 and len(comp.snapshots) == 4
     assert result.widths[1] == 64
     assert result.test_accuracy > 0.9, result.test_accuracy
+    # params: the live 64-64-10 net, the four frozen snapshots (hidden 40, 48, 56, 64) every prediction runs,
+    # and the trained gates in use (residual: one per part; ensemble has none)
+    mlp = [75 * hidden + 10 for hidden in (40, 48, 56, 64)]  # 64*h + h weights and biases in, h*10 + 10 out
+    assert result.params == mlp[-1] + sum(mlp) + (5 if mode == "residual" else 0)
     parts = comp.evaluate_parts(trainer.net, task.x_test)
     accuracies = [float((p.argmax(1) == task.y_test).float().mean()) for p in parts]
     assert all(a > 0.6 for a in accuracies), accuracies

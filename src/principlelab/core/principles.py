@@ -200,6 +200,12 @@ class Composition(Principle):
         """Trainable tensors owned by the composition (default: none)."""
         return []
 
+    def num_params(self, net: Network) -> int:
+        """Parameters of the composition the predictions use, counted in the run's ``params``: by default
+        every entry of :meth:`parameters`; a composition with frozen parts (copies of the network) adds
+        theirs, and one whose tensors have unused entries leaves those out."""
+        return sum(t.numel() for t in self.parameters())
+
     @abstractmethod
     def forward(self, net: Network, x: torch.Tensor) -> torch.Tensor:
         """Class scores [B, num_classes] for input ``x`` [B, in_features]."""

@@ -152,12 +152,12 @@ class Trainer:
 
     def num_params(self) -> int:
         """Parameters the run's predictions use: the network's active ones (without the output layer when
-        the readout never uses it), the composition's (unless the learning rule has its own readout) and
-        the learning rule's own."""
-        learning = self.learning
-        owned = [*learning.parameters(), *(self.composition.parameters() if learning.uses_composition else [])]
-        network = self.net.num_params(output_layer=learning.counts_output_layer(self.composition))
-        return network + sum(t.numel() for t in owned)
+        the readout never uses it), the composition's (its ``num_params``, frozen parts included; none when
+        the learning rule has its own readout) and the learning rule's own."""
+        learning, composition = self.learning, self.composition
+        network = self.net.num_params(output_layer=learning.counts_output_layer(composition))
+        composed = composition.num_params(self.net) if learning.uses_composition else 0
+        return network + composed + sum(t.numel() for t in learning.parameters())
 
     def _grow(self, firing: Firing, epoch: int) -> list[GrowthEvent]:
         growth, net = self.p["growth"], self.net

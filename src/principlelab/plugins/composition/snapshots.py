@@ -19,7 +19,8 @@ progressive residual learning or an ensemble, each evaluable alone". Reading ado
   The weights of the mean change when a snapshot is added, so this mode jumps at growth events.
 
 Snapshots run under ``torch.no_grad`` (not trained); their MACs count once per sample, in
-:meth:`frozen_forward_macs`, for training steps and evaluation alike.
+:meth:`frozen_forward_macs`, for training steps and evaluation alike, and their parameters count in
+the run's ``params`` (:meth:`num_params`): every prediction uses them.
 """
 
 from __future__ import annotations
@@ -66,6 +67,12 @@ class Snapshots(Composition):
 
     def parameters(self) -> list[torch.Tensor]:
         return [self.gates] if self._trains_gates() else []
+
+    def num_params(self, net: Network) -> int:
+        """The snapshots' parameters (frozen, but every prediction runs them) plus the gates in use: one
+        per part when they are trained (fixed gates are constants of the config)."""
+        gates = len(self.snapshots) + 1 if self._trains_gates() else 0
+        return gates + sum(snap.network.num_params() for snap in self.snapshots)
 
     def on_growth(self, net: Network, remap: ParamRemap) -> None:
         """Store a frozen snapshot of the grown network while fewer than ``max_snapshots`` exist.
