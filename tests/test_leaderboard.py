@@ -544,9 +544,27 @@ def test_compare_finds_a_clearly_better_principle(filled):
 def test_compare_identical_data_is_not_significant(filled):
     db, _ = filled
     res = compare(db, campaign="camp", a="trigger=every_k", b="connectivity=dense")  # the same runs
-    assert res["n_pairs"] == 17 and res["significant"] is False and res["better"] is None
+    # 16 coarse cells; the one fine cell is not mixed in (a level with fewer than 2 pairs is passed over)
+    assert res["n_pairs"] == 16 and res["level"] == "coarse" and res["significant"] is False
+    assert res["better"] is None
     assert res["p_t"] is None and res["w"] is None and res["mean_diff"] == 0
     assert res["verdict"].startswith("no significant difference")
+
+
+def test_compare_pairs_within_one_level(db: LeaderboardDB):
+    """Mixing a coarse cell into fine pairs reversed a verdict; a comparison is made at one level."""
+    b = Builder(db)
+    for seed, (acc_a, acc_b) in enumerate([(0.90, 0.92), (0.91, 0.93), (0.92, 0.935)]):
+        b.run("aaaaaa1111", seed, acc_a, level="fine")
+        b.run("aaaaaa2222", seed, acc_b, level="fine")
+    for seed in (0, 1):  # coarse: A far ahead (other data, other epochs)
+        b.run("aaaaaa1111", seed, 0.9, level="coarse")
+        b.run("aaaaaa2222", seed, 0.5, level="coarse")
+    res = compare(db, campaign="camp", a="growth=random", b="growth=split")
+    assert (res["level"], res["n_pairs"]) == ("fine", 3) and {p["level"] for p in res["pairs"]} == {"fine"}
+    assert res["mean_diff"] > 0 and "over 3 paired seeds at fidelity 'fine'" in res["verdict"]
+    coarse = compare(db, campaign="camp", a="growth=random", b="growth=split", level="coarse")
+    assert (coarse["level"], coarse["n_pairs"]) == ("coarse", 2) and coarse["mean_diff"] < 0
 
 
 def test_compare_noise_is_not_significant(db: LeaderboardDB):

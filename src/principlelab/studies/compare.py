@@ -11,17 +11,19 @@ from sqlalchemy.orm import Session
 
 from principlelab.core.recipe import SLOTS
 from principlelab.errors import ConfigError, UnknownNameError
-from principlelab.studies.db import LeaderboardDB, RunRow, campaign_row
+from principlelab.studies.db import LeaderboardDB, RunRow, StudyVersionRow, campaign_row
 from principlelab.studies.leaderboard import ALPHA, MIN_KEY_PREFIX, check_known, higher_is_better, task_and_level
 
 
 def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "test_accuracy",
             task: str | None = None, level: str | None = None) -> dict[str, Any]:
-    """A paired comparison of A and B over matched seeds.
+    """A paired comparison of A and B over matched seeds at one fidelity level.
 
     ``a`` and ``b`` are each ``slot=name`` (every complete run with that principle) or a recipe key (or
     a unique prefix of at least 6 characters). Runs are matched on ``(task, level, seed)``: for every
     such cell where both sides have complete runs, the pair is (mean of A's runs, mean of B's runs).
+    Only one level's cells are paired: ``level``, or else the highest level where both sides have at
+    least 2 matched cells (``level`` in the result says which).
     The paired t-test (``scipy.stats.ttest_rel``) decides ``significant`` (p < 0.05); the Wilcoxon
     signed-rank test is added when there are at least 6 pairs and not all differences are zero.
     ``mean_diff`` is ``mean_b - mean_a``; ``better`` is ``"a"``/``"b"`` when significant, else None.
@@ -32,6 +34,10 @@ def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "
     with db.session(write=False) as session:
         row = campaign_row(session, campaign)
         campaign_id = row.id
+        level_order: dict[str, int] = {
+            name: index for name, index in session.execute(
+                select(StudyVersionRow.level, func.max(StudyVersionRow.level_index))
+                .where(StudyVersionRow.campaign_id == campaign_id).group_by(StudyVersionRow.level))}
         in_campaign = [RunRow.campaign_id == campaign_id]
         base = [*in_campaign, RunRow.status == "complete", col.is_not(None),
                 *task_and_level(session, row, in_campaign, task, level)]
@@ -45,7 +51,7 @@ def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "
     (label_a, cells_a, runs_a), (label_b, cells_b, runs_b) = sides
     if label_a == label_b:
         raise ConfigError(f"compare: A and B are the same ({label_a}); name two different principles or recipes")
-    keys = sorted(set(cells_a) & set(cells_b))
+    keys, level = _one_level(sorted(set(cells_a) & set(cells_b)), level, level_order)
     if len(keys) < 2:
         scope = "".join(f", {k}={v}" for k, v in (("task", task), ("fidelity", level)) if v)
         raise ConfigError(
@@ -71,6 +77,8 @@ def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "
                 except ValueError:
                     pass
     n = len(keys)
+    over = (f"over {n} paired seeds" if len({k[0] for k in keys}) == 1 else f"over {n} paired (task, seed) cells")
+    over += f" at fidelity {level!r}" if level is not None else ""
     mean_a, mean_b = sum(xa) / n, sum(xb) / n
     mean_diff = mean_b - mean_a
     significant = p_t is not None and p_t < ALPHA
@@ -83,19 +91,34 @@ def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "
         win, lose = ("B", "A") if better == "b" else ("A", "B")
         labels = {"A": label_a, "B": label_b}
         verdict = (f"{win} ({labels[win]}) is better than {lose} ({labels[lose]}) on {metric}: "
-                   f"A {mean_a:.4g} vs B {mean_b:.4g} (B-A {mean_diff:+.4g}) over {n} paired seeds; "
+                   f"A {mean_a:.4g} vs B {mean_b:.4g} (B-A {mean_diff:+.4g}) {over}; "
                    f"significant at p<{ALPHA} by the paired t-test ({p_text}{wil})")
     else:
         verdict = (f"no significant difference between A ({label_a}) and B ({label_b}) on {metric}: "
-                   f"A {mean_a:.4g} vs B {mean_b:.4g} (B-A {mean_diff:+.4g}) over {n} paired seeds; "
+                   f"A {mean_a:.4g} vs B {mean_b:.4g} (B-A {mean_diff:+.4g}) {over}; "
                    f"paired t-test {p_text}{wil}")
-    return {"campaign": campaign, "metric": metric, "higher_is_better": higher, "a": label_a, "b": label_b,
+    return {"campaign": campaign, "metric": metric, "level": level, "higher_is_better": higher, "a": label_a,
+            "b": label_b,
             "n_pairs": n, "runs_a": runs_a, "runs_b": runs_b, "mean_a": mean_a, "mean_b": mean_b,
             "mean_diff": mean_diff, "t": t_stat, "p_t": p_t, "w": w_stat, "p_w": p_w,
             "test": "paired t-test", "alpha": ALPHA, "significant": significant, "better": better,
             "verdict": verdict,
             "pairs": [{"task": k[0], "level": k[1], "seed": k[2], "a": x, "b": y}
                       for k, x, y in zip(keys, xa, xb)]}
+
+
+def _one_level(keys: list[tuple[str, str, int]], level: str | None,
+               order: dict[str, int]) -> tuple[list[tuple[str, str, int]], str | None]:
+    """The matched ``(task, level, seed)`` cells of one fidelity level, and that level.
+
+    Levels differ in data, epochs and width, so one test never mixes them (pairing a coarse cell with
+    fine ones changed a verdict's sign). Without ``level``: the highest level, in the campaign's order,
+    with at least 2 matched cells (else the highest with any)."""
+    levels = sorted({k[1] for k in keys}, key=lambda name: (order.get(name, -1), name))
+    if level is not None or len(levels) <= 1:
+        return keys, level if level is not None else (levels[0] if levels else None)
+    usable = [name for name in levels if sum(k[1] == name for k in keys) >= 2] or levels
+    return [k for k in keys if k[1] == usable[-1]], usable[-1]
 
 
 def _side(session: Session, campaign: str, campaign_id: int, name: str,
