@@ -216,8 +216,8 @@ def _cost(sec: Section, data: d.CampaignData, task: str) -> None:
         f"4-accuracy-vs-cost-{slug(task)}.png", plots.accuracy_vs_cost(levels, f"{task}: accuracy vs size and "
                                                                        "compute, every complete run"),
         f"accuracy vs parameters and MACs on {task}",
-        "Every complete run, colored by level. Left: final parameter count; right: training compute (all MACs "
-        "spent, training and evaluation). The diamonds joined by a step line are each level's Pareto front: "
+        "Every complete run, colored by level. Left: final parameter count; right: compute (all MACs spent, "
+        "training and evaluation). The diamonds joined by a step line are each level's Pareto front: "
         "no other run of that level is both cheaper and at least as accurate. Levels train for different "
         "lengths, so compare fronts within a level."))
 
@@ -295,7 +295,7 @@ def run_report(db: LeaderboardDB, run_id: int, out_dir: Path) -> ReportResult:
         ["recipe key", run.recipe_key],
         ["test / val accuracy", f"{fmt(run.test_accuracy)} / {fmt(run.val_accuracy)}"],
         ["test / val loss", f"{fmt(run.test_loss)} / {fmt(run.val_loss)}"], ["params", fmt(run.params)],
-        ["training MACs", fmt(run.macs)], ["wall time", f"{run.wall_s:.2f} s"],
+        ["MACs (train + eval)", fmt(run.macs)], ["wall time", f"{run.wall_s:.2f} s"],
         ["promoted from run", run.promoted_from_run_id or "-"]]
     summary.table(["", ""], rows)
     if run.curve:

@@ -161,12 +161,14 @@ def promotion_scatter(items: Sequence[Promotion], title: str) -> bytes:
 
 
 def accuracy_vs_cost(levels: Sequence[tuple[str, list[tuple[float, float, float]]]], title: str) -> bytes:
-    """Two panels (parameters, training MACs): every complete run per level, its Pareto front as a line.
+    """Two panels (parameters; MACs spent in training and evaluation): every complete run per level, its
+    Pareto front as a line.
 
     ``levels``: ``(level, [(params, macs, test accuracy), ...])``.
     """
     fig = new_figure(12, 5)
-    panels = (("params", "final parameters (count, log scale)"), ("MACs", "training compute (MACs, log scale)"))
+    panels = (("params", "final parameters (count, log scale)"),
+              ("MACs", "compute: training + evaluation MACs (log scale)"))
     for col, (what, xlabel) in enumerate(panels):
         ax = fig.add_subplot(1, 2, col + 1)
         for i, (level, points) in enumerate(levels):
