@@ -495,6 +495,20 @@ def test_group_by_slot_equals_numpy(filled):
     assert list(every) == list(result_columns("growth"))
 
 
+def test_slot_groups_never_span_campaigns(filled):
+    """Two campaigns may name different fidelities 'coarse'; without --campaign a slot's row mixed them."""
+    db, values = filled
+    other = Builder(db, name="other")
+    for seed in range(3):
+        other.run("aaaaaa1111", seed, 0.2, task="mnist1d")  # growth=random, at a much cheaper 'coarse'
+    rows = query(db, group_by="growth", task="mnist1d", top=0)
+    random_rows = {r["campaign"]: r for r in rows if r["principle"] == "random"}
+    assert set(random_rows) == {"camp", "other"} and random_rows["other"]["count"] == 3
+    assert random_rows["camp"]["mean"] == pytest.approx(np.mean(values[("aaaaaa1111", "mnist1d", "coarse")]))
+    code, out, _ = invoke("leaderboard", "--storage", db.url, "--group-by", "growth", "--task", "mnist1d")
+    assert code == 0 and "other" in out and "camp" in out
+
+
 def test_sort_direction_follows_the_metric(filled):
     db, _ = filled
     losses = [r["test_loss"] for r in query(db, metric="test_loss", top=0)]

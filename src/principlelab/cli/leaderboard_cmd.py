@@ -91,8 +91,7 @@ def leaderboard_table(rows: list[dict[str, Any]], group_by: str, metric: str) ->
     def col(key: str) -> list[Any]:
         return [row.get(key) for row in rows]
 
-    if group_by == "run":
-        add("campaign", col("campaign"), "left", True)
+    add("campaign", col("campaign"), "left", True)  # groups never span campaigns: say which
     if group_by not in ("run", "recipe"):
         add(group_by, col("principle"), "left")
     add("task", col("task"), "left", True)

@@ -54,7 +54,7 @@ RECIPE_COLUMNS: tuple[str, ...] = (
     "recipe_key", "task", "level", "campaign", *SLOTS, "metric", "mean", "std", "count", "best", "params",
     "macs", "config")
 SLOT_COLUMNS: tuple[str, ...] = (
-    "slot", "principle", "task", "level", "metric", "mean", "std", "count", "recipes", "best", "params",
+    "slot", "principle", "task", "level", "campaign", "metric", "mean", "std", "count", "recipes", "best", "params",
     "macs")
 
 
@@ -191,17 +191,19 @@ def _by_recipe(session: Session, conds: list[ColumnElement[bool]], metric: str, 
 def _by_slot(session: Session, conds: list[ColumnElement[bool]], slot: str, metric: str, col: Any,
              desc: bool, limit: int | None) -> list[dict[str, Any]]:
     slot_col = getattr(RunRow, slot)
-    stmt = (select(slot_col.label("principle"), RunRow.task, RunRow.level, *_stats_columns(col, desc),
-                   func.count(RunRow.recipe_key.distinct()).label("recipes"))
+    stmt = (select(slot_col.label("principle"), RunRow.task, RunRow.level, CampaignRow.name.label("campaign"),
+                   *_stats_columns(col, desc), func.count(RunRow.recipe_key.distinct()).label("recipes"))
+            .join(CampaignRow, CampaignRow.id == RunRow.campaign_id)
             .where(*conds, col.is_not(None))
-            .group_by(slot_col, RunRow.task, RunRow.level)
-            .order_by(_order(func.avg(cast(col, Float)), desc), func.count(col).desc(), slot_col)
+            # per campaign too, as recipes: two campaigns' levels of one name need not be the same fidelity
+            .group_by(slot_col, RunRow.task, RunRow.level, CampaignRow.id, CampaignRow.name)
+            .order_by(_order(func.avg(cast(col, Float)), desc), func.count(col).desc(), slot_col, CampaignRow.id)
             .limit(limit))
     out = []
     for group in session.execute(stmt):
         mean, std = _mean_std(group)
         out.append({"slot": slot, "principle": group.principle, "task": group.task, "level": group.level,
-                    "metric": metric, "mean": mean, "std": std, "count": int(group.n),
+                    "campaign": group.campaign, "metric": metric, "mean": mean, "std": std, "count": int(group.n),
                     "recipes": int(group.recipes), "best": _num(group.best), "params": _num(group.params),
                     "macs": _num(group.macs)})
     return out
