@@ -879,3 +879,17 @@ def test_the_table_has_one_params_column_and_one_notation_for_macs(db: Leaderboa
     text = console.export_text()
     assert text.count("params") == 2  # the title and the metric column: no second params column
     assert "1000 ± 0 " in text and "4.581e+06" in text and "1.635e+09" in text
+
+
+def test_ranking_by_a_loss_warns_when_the_losses_may_differ(filled):
+    """All 'filled' recipes are backprop + sequential (one loss); a capsule run's margin loss is another."""
+    db, _ = filled
+    code, out, err = invoke("leaderboard", "--storage", db.url, "--metric", "test_loss", "--group-by", "recipe")
+    assert code == 0 and "note:" not in err
+    code, _, err = invoke("leaderboard", "--storage", db.url, "--metric", "test_loss", "--group-by", "growth")
+    assert code == 0 and "note: test_loss is each run's own loss" in err  # a slot's rows mix recipes
+    Builder(db).run("aaaaaa1111", 20, 0.9, composition="capsule_routing", recipe_key="cccccc4444")
+    code, out, err = invoke("leaderboard", "--storage", db.url, "--metric", "test_loss", "--json")
+    assert code == 0 and "margin loss" in err and json.loads(out)  # stdout stays machine-readable
+    code, _, err = invoke("leaderboard", "--storage", db.url, "--metric", "test_accuracy")
+    assert code == 0 and "note:" not in err

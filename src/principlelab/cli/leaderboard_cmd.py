@@ -135,6 +135,19 @@ def leaderboard_table(rows: list[dict[str, Any]], group_by: str, metric: str) ->
     return table
 
 
+LOSS_METRICS = frozenset({"test_loss", "val_loss"})
+
+
+def loss_note(metric: str, rows: list[dict[str, Any]], group_by: str) -> str | None:
+    """A warning when ``rows`` rank a loss across runs whose losses may be different functions."""
+    if metric not in LOSS_METRICS or len(rows) < 2:
+        return None
+    if group_by in ("run", "recipe") and len({(r.get("learning"), r.get("composition")) for r in rows}) == 1:
+        return None
+    return (f"note: {metric} is each run's own loss, set by its composition and learning rule (capsule_routing's "
+            "margin loss is not a cross-entropy); these rows span several, so compare losses only within one")
+
+
 @click.command()
 @click.option("--storage", metavar="URL", help=STORAGE_HELP)
 @click.option("--campaign", metavar="C", help="Only this campaign.")
@@ -163,6 +176,9 @@ def leaderboard(storage: str | None, campaign: str | None, task: str | None, fid
     with open_db(storage) as db:
         rows = query(db, campaign=campaign, task=task, level=fidelity, where=where, group_by=group_by,
                      metric=metric, top=top)
+    note = loss_note(metric, rows, group_by)
+    if note:
+        Console(stderr=True).print(note, soft_wrap=True)
     if as_json:
         click.echo(json.dumps(rows, default=str))
     elif as_csv:
@@ -196,6 +212,9 @@ def compare(a: str, b: str, campaign: str, metric: str, task: str | None, fideli
 
     with open_db(storage) as db:
         result = compare_runs(db, campaign=campaign, a=a, b=b, metric=metric, task=task, level=fidelity)
+    if metric in LOSS_METRICS:
+        Console(stderr=True).print(f"note: {metric} is each run's own loss, set by its composition and learning "
+                                   "rule; compare losses only between runs that share both", soft_wrap=True)
     if as_json:
         click.echo(json.dumps(result))
         return
