@@ -27,7 +27,12 @@ EVAL_CHUNK = 8192
 
 @dataclass
 class EpochReport:
-    """What one epoch produced; ``macs`` is the total compute spent so far (train + eval)."""
+    """What one epoch produced; ``macs`` is the total compute spent so far (train + eval).
+
+    ``val_loss`` and ``val_accuracy`` are measured before any growth at the epoch's end; ``params`` and
+    ``widths`` after it (the network the next epoch trains), with that growth in ``events``. A
+    function-preserving growth leaves the validation numbers as they were; another may not.
+    """
 
     epoch: int
     step: int
