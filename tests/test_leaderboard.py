@@ -577,6 +577,7 @@ def test_compare_pairs_within_one_level(db: LeaderboardDB):
     res = compare(db, campaign="camp", a="growth=random", b="growth=split")
     assert (res["level"], res["n_pairs"]) == ("fine", 3) and {p["level"] for p in res["pairs"]} == {"fine"}
     assert res["mean_diff"] > 0 and "over 3 paired seeds at fidelity 'fine'" in res["verdict"]
+    assert (res["runs_a"], res["runs_b"]) == (3, 3)  # the compared level's runs, not the coarse ones too
     coarse = compare(db, campaign="camp", a="growth=random", b="growth=split", level="coarse")
     assert (coarse["level"], coarse["n_pairs"]) == ("coarse", 2) and coarse["mean_diff"] < 0
 

@@ -47,17 +47,22 @@ def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "
             cells = session.execute(
                 select(RunRow.task, RunRow.level, RunRow.seed, func.avg(cast(col, Float)), func.count(col))
                 .where(*base, cond).group_by(RunRow.task, RunRow.level, RunRow.seed)).all()
-            sides.append((label, {(r[0], r[1], r[2]): float(r[3]) for r in cells}, sum(r[4] for r in cells)))
-    (label_a, cells_a, runs_a), (label_b, cells_b, runs_b) = sides
+            sides.append((label, {(r[0], r[1], r[2]): float(r[3]) for r in cells},
+                          {(r[0], r[1], r[2]): int(r[4]) for r in cells}))
+    (label_a, cells_a, counts_a), (label_b, cells_b, counts_b) = sides
     if label_a == label_b:
         raise ConfigError(f"compare: A and B are the same ({label_a}); name two different principles or recipes")
     keys, level = _one_level(sorted(set(cells_a) & set(cells_b)), level, level_order)
+    # the runs each side has at the compared level (matched or not)
+    (runs_a, in_a), (runs_b, in_b) = ((sum(n for k, n in counts.items() if level is None or k[1] == level),
+                                       sum(1 for k in counts if level is None or k[1] == level))
+                                      for counts in (counts_a, counts_b))
     if len(keys) < 2:
         scope = "".join(f", {k}={v}" for k, v in (("task", task), ("fidelity", level)) if v)
         raise ConfigError(
             f"compare: only {len(keys)} (task, fidelity, seed) cell(s) have complete runs with {metric} for "
-            f"both A ({label_a}: {runs_a} runs in {len(cells_a)} cells) and B ({label_b}: {runs_b} runs in "
-            f"{len(cells_b)} cells) in campaign {campaign!r}{scope}; a paired test needs at least 2 — run "
+            f"both A ({label_a}: {runs_a} runs in {in_a} cells) and B ({label_b}: {runs_b} runs in "
+            f"{in_b} cells) in campaign {campaign!r}{scope}; a paired test needs at least 2 — run "
             "more seeds, or compare at a level where both ran")
     xa = [cells_a[k] for k in keys]
     xb = [cells_b[k] for k in keys]
