@@ -366,6 +366,16 @@ def test_fingerprint_is_order_independent() -> None:
     assert a.fingerprint != SearchSpace(reg, principles=dict(a.choices), fixed=other_fixed).fingerprint
 
 
+def test_fingerprint_changes_when_a_stored_metric_changes_meaning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A campaign resumed after an accounting change opens a new study version (runs keep one meaning)."""
+    from principlelab.studies import space as space_module
+
+    base = SearchSpace(fake_registry()).describe()
+    monkeypatch.setattr(space_module, "METRICS_VERSION", space_module.METRICS_VERSION + 1)
+    bumped = SearchSpace(fake_registry()).describe()
+    assert bumped["fingerprint"] != base["fingerprint"] and bumped["metrics"] == base["metrics"] + 1
+
+
 def test_fingerprint_changes_with_plugins_and_schemas() -> None:
     base = SearchSpace(fake_registry()).fingerprint
     assert SearchSpace(fake_registry()).fingerprint == base

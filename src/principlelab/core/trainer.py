@@ -25,6 +25,13 @@ from principlelab.errors import ConfigError, PluginError, TrainingDiverged
 EVAL_CHUNK = 8192
 
 
+METRICS_VERSION = 2
+"""Bumped whenever a stored metric changes meaning, so that a campaign resumed after the upgrade starts a
+new study version instead of mixing both meanings in one (it is part of the search space's fingerprint).
+2: ``params`` and MACs count only what the predictions use (no unused output layer for capsule_routing
+and forward_forward; snapshots' frozen copies counted), and ``growth_event_count`` leaves out rewiring."""
+
+
 @dataclass
 class EpochReport:
     """What one epoch produced; ``macs`` is the total compute spent so far (train + eval).

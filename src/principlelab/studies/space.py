@@ -37,6 +37,7 @@ from pydantic import ValidationError
 
 from principlelab.core.principles import Principle
 from principlelab.core.recipe import DEFAULT_PRINCIPLES, SLOTS, NetworkSpec, PrincipleChoice, Recipe
+from principlelab.core.trainer import METRICS_VERSION
 from principlelab.errors import ConfigError, UnknownNameError, format_validation_error
 from principlelab.registry.registry import Registry
 from principlelab.studies.search_hints import bounds_text, distribution_contains, distribution_json, field_distribution
@@ -237,6 +238,7 @@ class SearchSpace:
         """A JSON-ready description: fingerprint, slots -> names, params -> distribution JSON, fixed."""
         return {
             "version": SPACE_VERSION,
+            "metrics": METRICS_VERSION,
             "fingerprint": self.fingerprint,
             "slots": {slot: list(self.choices[slot]) for slot in SLOTS},
             "params": {key: distribution_json(dist) for key, dist in self.distributions().items()},
@@ -248,9 +250,11 @@ class SearchSpace:
     @cached_property
     def fingerprint(self) -> str:
         """sha256 (16 hex) of the names per slot, each principle's config schema hash and
-        distributions, and the fixed values; independent of the order names were given in."""
+        distributions, the fixed values and the trainer's ``METRICS_VERSION``; independent of the order
+        names were given in."""
         payload = {
             "version": SPACE_VERSION,
+            "metrics": METRICS_VERSION,  # what the stored numbers mean (see core.trainer)
             "slots": {slot: {name: {"schema": self._schema_hashes[f"{slot}.{name}"],
                                     "params": {p.key: distribution_json(p.distribution)
                                                for p in self.params[(slot, name)]}}
