@@ -53,10 +53,7 @@ def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "
     if label_a == label_b:
         raise ConfigError(f"compare: A and B are the same ({label_a}); name two different principles or recipes")
     keys, level = _one_level(sorted(set(cells_a) & set(cells_b)), level, level_order)
-    # the runs each side has at the compared level (matched or not)
-    (runs_a, in_a), (runs_b, in_b) = ((sum(n for k, n in counts.items() if level is None or k[1] == level),
-                                       sum(1 for k in counts if level is None or k[1] == level))
-                                      for counts in (counts_a, counts_b))
+    (runs_a, in_a), (runs_b, in_b) = _runs_at(counts_a, level), _runs_at(counts_b, level)
     if len(keys) < 2:
         scope = "".join(f", {k}={v}" for k, v in (("task", task), ("fidelity", level)) if v)
         raise ConfigError(
@@ -124,6 +121,12 @@ def _one_level(keys: list[tuple[str, str, int]], level: str | None,
         return keys, level if level is not None else (levels[0] if levels else None)
     usable = [name for name in levels if sum(k[1] == name for k in keys) >= 2] or levels
     return [k for k in keys if k[1] == usable[-1]], usable[-1]
+
+
+def _runs_at(counts: dict[tuple[str, str, int], int], level: str | None) -> tuple[int, int]:
+    """``(runs, cells)`` one side has at ``level`` (None: every level), matched or not."""
+    inside = [n for key, n in counts.items() if level is None or key[1] == level]
+    return sum(inside), len(inside)
 
 
 def _side(session: Session, campaign: str, campaign_id: int, name: str,
