@@ -310,7 +310,8 @@ class LeaderboardDB:
 
         ``run`` holds :data:`RUN_FIELDS` (``campaign_id``, ``study_version_id``, ``optuna_study_name``,
         ``trial_number``, ``task``, ``level``, ``seed``, ``status`` and ``recipe_key`` are required);
-        ``events`` are :meth:`GrowthEvent.to_dict` dicts. Idempotent on ``(optuna_study_name,
+        ``events`` are :meth:`GrowthEvent.to_dict` dicts; ``growth_event_count`` defaults to how many of
+        them are growth (:func:`~principlelab.core.events.count_growth`). Idempotent on ``(optuna_study_name,
         trial_number)``: recording a trial again replaces the row's fields (keeping its id) and its
         events. If anything fails, nothing of this call is written.
         """

@@ -14,7 +14,6 @@ from typing import Any
 
 import optuna
 
-from principlelab.core.events import count_growth
 from principlelab.core.recipe import SLOTS, Recipe
 from principlelab.core.tasks import load_task
 from principlelab.core.trainer import Callback, EpochReport, RunResult, Trainer, epoch_curve
@@ -199,17 +198,14 @@ class Objective:
         if result is not None:
             row.update(test_accuracy=result.test_accuracy, val_accuracy=result.val_accuracy,
                        test_loss=result.test_loss, val_loss=result.val_loss, params=result.params, macs=result.macs,
-                       samples_seen=result.samples_seen, wall_s=result.wall_s,
-                       growth_event_count=count_growth(result.growth_events), versions=result.versions,
+                       samples_seen=result.samples_seen, wall_s=result.wall_s, versions=result.versions,
                        objective=result.val_accuracy, curve=result.curve(), structure=result.structure)
             event_rows = [e.to_dict() for e in result.growth_events]
         elif reports:
             report = reports[-1]
             row.update(curve=epoch_curve(list(reports)), structure={"widths": report.widths, "skips": []},
                        val_accuracy=report.val_accuracy, val_loss=report.val_loss, params=report.params,
-                       macs=report.macs, samples_seen=report.samples_seen, wall_s=report.wall_s,
-                       growth_event_count=count_growth(event_rows))
-        row.setdefault("growth_event_count", count_growth(event_rows))
+                       macs=report.macs, samples_seen=report.samples_seen, wall_s=report.wall_s)
         row.setdefault("wall_s", 0.0)
         if self.deferred is not None:
             self.deferred.append((row, event_rows))
