@@ -92,7 +92,8 @@ class LearningRule(Principle):
     are then not counted in the run's parameters. With :attr:`uses_composition`, the composition decides."""
 
     def counts_output_layer(self, composition: Composition) -> bool:
-        """Whether the run's predictions use the network's output layer (so its parameters count)."""
+        """Whether the run's predictions use the network's output layer (so its parameters and, in the
+        default MAC counts, its multiply-accumulates count)."""
         if not self.reads_output_layer:
             return False
         return composition.reads_output_layer if self.uses_composition else True
@@ -127,7 +128,7 @@ class LearningRule(Principle):
     def macs_per_sample(self, net: Network, composition: Composition) -> int:
         """Training multiply-accumulates per sample: forward plus backward (about 2x forward) of what is
         trained, and one forward pass of the composition's frozen parts."""
-        network = net.forward_macs(output_layer=composition.reads_output_layer)
+        network = net.forward_macs(output_layer=self.counts_output_layer(composition))
         return 3 * (network + composition.forward_macs(net)) + composition.frozen_forward_macs(net)
 
     def parameters(self) -> list[torch.Tensor]:
@@ -136,7 +137,7 @@ class LearningRule(Principle):
 
     def eval_macs_per_sample(self, net: Network, composition: Composition) -> int:
         """Multiply-accumulates per evaluated sample (default: one forward pass of everything)."""
-        network = net.forward_macs(output_layer=composition.reads_output_layer)
+        network = net.forward_macs(output_layer=self.counts_output_layer(composition))
         return network + composition.forward_macs(net) + composition.frozen_forward_macs(net)
 
     def on_growth(self, net: Network, composition: Composition, remap: ParamRemap) -> None:
