@@ -136,6 +136,7 @@ def leaderboard_table(rows: list[dict[str, Any]], group_by: str, metric: str) ->
 
 
 LOSS_METRICS = frozenset({"test_loss", "val_loss"})
+LOSS_NOTE = "note: {metric} is each run's own loss, set by its composition and learning rule"
 
 
 def loss_note(metric: str, rows: list[dict[str, Any]], group_by: str) -> str | None:
@@ -144,8 +145,8 @@ def loss_note(metric: str, rows: list[dict[str, Any]], group_by: str) -> str | N
         return None
     if group_by in ("run", "recipe") and len({(r.get("learning"), r.get("composition")) for r in rows}) == 1:
         return None
-    return (f"note: {metric} is each run's own loss, set by its composition and learning rule (capsule_routing's "
-            "margin loss is not a cross-entropy); these rows span several, so compare losses only within one")
+    return (LOSS_NOTE.format(metric=metric) + " (capsule_routing's margin loss is not a cross-entropy); these "
+            "rows span several, so compare losses only within one")
 
 
 @click.command()
@@ -213,8 +214,8 @@ def compare(a: str, b: str, campaign: str, metric: str, task: str | None, fideli
     with open_db(storage) as db:
         result = compare_runs(db, campaign=campaign, a=a, b=b, metric=metric, task=task, level=fidelity)
     if metric in LOSS_METRICS:
-        Console(stderr=True).print(f"note: {metric} is each run's own loss, set by its composition and learning "
-                                   "rule; compare losses only between runs that share both", soft_wrap=True)
+        Console(stderr=True).print(LOSS_NOTE.format(metric=metric) + "; compare losses only between runs that "
+                                   "share both", soft_wrap=True)
     if as_json:
         click.echo(json.dumps(result))
         return
