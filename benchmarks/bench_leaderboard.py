@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             ("query(campaign='beta', group_by='recipe')",
              lambda: query(db, campaign="beta", group_by="recipe"), False),
             ("query(group_by='growth')", lambda: query(db, group_by="growth"), False),
+            ("query(group_by='recipe', study_version='latest')",
+             lambda: query(db, group_by="recipe", study_version="latest"), False),
             ("query(where={'growth': 'split'}, group_by='recipe')",
              lambda: query(db, where={"growth": "split"}, group_by="recipe"), False),
             ("compare(growth=random vs growth=split)",

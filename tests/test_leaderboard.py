@@ -61,19 +61,21 @@ class Builder:
     def __init__(self, db: LeaderboardDB, name: str = "camp") -> None:
         self.db = db
         self.campaign = db.get_or_create_campaign(name, "hash-" + name, json.dumps({"name": name}))
-        self.svs: dict[tuple[str, str], Any] = {}
+        self.svs: dict[tuple[str, str, str], Any] = {}
         self.trials: dict[str, int] = {}
 
-    def sv(self, task: str, level: str) -> Any:
-        if (task, level) not in self.svs:
-            self.svs[(task, level)] = self.db.get_or_create_study_version(
-                self.campaign.id, task, level, 0 if level == "coarse" else 1, "fp", "{}",
+    def sv(self, task: str, level: str, fingerprint: str = "fp") -> Any:
+        """The study version of ``(task, level)`` with this search-space fingerprint (a new one: version + 1)."""
+        if (task, level, fingerprint) not in self.svs:
+            self.svs[(task, level, fingerprint)] = self.db.get_or_create_study_version(
+                self.campaign.id, task, level, 0 if level == "coarse" else 1, fingerprint, "{}",
                 lambda v: f"{self.campaign.name}/{task}/{level}/v{v}")
-        return self.svs[(task, level)]
+        return self.svs[(task, level, fingerprint)]
 
     def run(self, key: str, seed: int, acc: float | None, *, task: str = "digits", level: str = "coarse",
-            run_status: str = "complete", events: list[dict[str, Any]] | None = None, **extra: Any) -> int:
-        sv = self.sv(task, level)
+            run_status: str = "complete", events: list[dict[str, Any]] | None = None, fingerprint: str = "fp",
+            **extra: Any) -> int:
+        sv = self.sv(task, level, fingerprint)
         number = self.trials.get(sv.optuna_study_name, 0)
         self.trials[sv.optuna_study_name] = number + 1
         slots = RECIPES[key]
@@ -582,6 +584,71 @@ def test_compare_pairs_within_one_level(db: LeaderboardDB):
     assert (coarse["level"], coarse["n_pairs"]) == ("coarse", 2) and coarse["mean_diff"] < 0
 
 
+@pytest.fixture
+def two_versions(db: LeaderboardDB) -> tuple[LeaderboardDB, dict[int, int]]:
+    """coarse v1 and v2 (another fingerprint: a changed space or METRICS_VERSION), fine v1 only.
+    Returns run id -> study version number."""
+    b = Builder(db)
+    version: dict[int, int] = {}
+    for seed in range(3):
+        version[b.run("aaaaaa1111", seed, 0.80 + 0.01 * seed, params=500)] = 1  # v1: params counted the old way
+        version[b.run("aaaaaa2222", seed, 0.70 + 0.01 * seed)] = 1
+    for seed in range(3):
+        version[b.run("aaaaaa1111", seed, 0.60 + 0.01 * seed, params=400, fingerprint="fp2")] = 2
+        version[b.run("bbbbbb3333", seed, 0.75, fingerprint="fp2")] = 2
+    version[b.run("aaaaaa1111", 0, 0.90, level="fine")] = 1
+    return db, version
+
+
+def test_study_version_filter_keeps_one_version_per_level(two_versions):
+    db, version = two_versions
+    rows = query(db, campaign="camp", top=0)
+    assert {r["id"]: r["version"] for r in rows} == version
+    latest = query(db, campaign="camp", top=0, study_version="latest")
+    # coarse's newest is v2; fine has only v1, which is its newest
+    assert sorted(r["id"] for r in latest) == sorted(
+        i for i, v in version.items() if v == 2 or i == max(version))
+    assert {(r["level"], r["version"]) for r in latest} == {("coarse", 2), ("fine", 1)}
+    assert sorted(r["id"] for r in query(db, campaign="camp", top=0, study_version=1)) == sorted(
+        i for i, v in version.items() if v == 1)
+    assert [r["id"] for r in query(db, campaign="camp", top=0, study_version=" 2 ")] == [
+        r["id"] for r in query(db, campaign="camp", top=0, level="coarse", study_version="latest")]
+    with pytest.raises(UnknownNameError, match=r"no run in campaign 'camp' has study version '3'.*: 1, 2"):
+        query(db, campaign="camp", study_version=3)
+    for bad in ("0", "newest", "-1", "1.5"):
+        with pytest.raises(ConfigError, match="study version must be 'latest' or a version number >= 1"):
+            query(db, campaign="camp", study_version=bad)
+
+
+def test_grouped_rows_say_how_many_study_versions_they_pool(two_versions):
+    db, _ = two_versions
+    pooled = {r["recipe_key"]: r for r in query(db, campaign="camp", group_by="recipe", level="coarse", top=0)}
+    a = pooled["aaaaaa1111"]
+    assert (a["count"], a["versions"]) == (6, 2)
+    assert a["mean"] == pytest.approx(np.mean([0.80, 0.81, 0.82, 0.60, 0.61, 0.62]))
+    assert a["params"] == pytest.approx(450)  # two meanings of params averaged: what the note warns about
+    assert (pooled["aaaaaa2222"]["versions"], pooled["bbbbbb3333"]["versions"]) == (1, 1)
+    newest = {r["recipe_key"]: r for r in query(db, campaign="camp", group_by="recipe", level="coarse", top=0,
+                                                study_version="latest")}
+    assert set(newest) == {"aaaaaa1111", "bbbbbb3333"}
+    assert (newest["aaaaaa1111"]["count"], newest["aaaaaa1111"]["versions"]) == (3, 1)
+    assert newest["aaaaaa1111"]["mean"] == pytest.approx(0.61) and newest["aaaaaa1111"]["params"] == 400
+    by_growth = {r["principle"]: r for r in query(db, campaign="camp", group_by="growth", level="coarse")}
+    assert (by_growth["random"]["versions"], by_growth["random"]["count"]) == (2, 6)
+
+
+def test_compare_names_the_study_versions_it_pairs(two_versions):
+    db, _ = two_versions
+    pooled = compare(db, campaign="camp", a="aaaaaa1111", b="aaaaaa2222", level="coarse")
+    assert pooled["study_versions"] == [1, 2] and pooled["n_pairs"] == 3
+    # each cell's A is the mean over both versions' runs of that seed
+    assert [p["a"] for p in pooled["pairs"]] == pytest.approx([0.70, 0.71, 0.72])
+    v1 = compare(db, campaign="camp", a="aaaaaa1111", b="aaaaaa2222", level="coarse", study_version=1)
+    assert v1["study_versions"] == [1] and [p["a"] for p in v1["pairs"]] == pytest.approx([0.80, 0.81, 0.82])
+    with pytest.raises(ConfigError, match=r"only 0 .* cell"):  # B has no run in the newest version
+        compare(db, campaign="camp", a="aaaaaa1111", b="aaaaaa2222", level="coarse", study_version="latest")
+
+
 def test_compare_noise_is_not_significant(db: LeaderboardDB):
     b = Builder(db)
     rng = np.random.default_rng(1)
@@ -729,6 +796,29 @@ def invoke(*args: str) -> tuple[int, str, str]:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout, result.stderr
+
+
+def test_cli_study_version_column_note_and_filter(two_versions):
+    db, _ = two_versions
+    url = db.url
+    code, out, err = invoke("leaderboard", "--storage", url, "--group-by", "recipe", "--fidelity", "coarse")
+    assert code == 0 and "versions" in out
+    assert "note: 1 of these rows pool runs of several study versions" in err and "--study-version latest" in err
+    code, out, err = invoke("leaderboard", "--storage", url, "--group-by", "recipe", "--fidelity", "coarse",
+                            "--study-version", "latest")
+    assert code == 0 and "versions" not in out and "several study versions" not in err
+    code, out, _ = invoke("leaderboard", "--storage", url, "--fidelity", "coarse")
+    assert code == 0 and "version" in out  # runs of two versions: which is which
+    code, out, _ = invoke("leaderboard", "--storage", url, "--fidelity", "coarse", "--study-version", "2")
+    assert code == 0 and "version" not in out
+    code, _, err = invoke("leaderboard", "--storage", url, "--study-version", "9")
+    assert code != 0 and "study version '9'" in err and "1, 2" in err
+    code, out, err = invoke("compare", "--storage", url, "--campaign", "camp", "aaaaaa1111", "aaaaaa2222",
+                            "--fidelity", "coarse")
+    assert code == 0 and "come from study versions 1, 2 of level 'coarse'" in err
+    code, out, err = invoke("compare", "--storage", url, "--campaign", "camp", "aaaaaa1111", "aaaaaa2222",
+                            "--fidelity", "coarse", "--study-version", "1")
+    assert code == 0 and "study versions" not in err
 
 
 def test_cli_leaderboard_json_csv_and_table(filled):

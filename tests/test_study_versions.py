@@ -113,6 +113,18 @@ def test_installing_a_plugin_opens_a_new_linked_study_version(tmp_path: Path,
                            "--top", "0", "--json"))
     assert sorted(r["id"] for r in rows) == sorted(version_of)
     assert {version_of[r["id"]] for r in rows} == {v.id for v in versions}
+    number_of = {v.id: v.version for v in versions}
+    assert all(r["version"] == number_of[version_of[r["id"]]] for r in rows)
+    # --study-version keeps one version per level: the newest, or the one named
+    for wanted, expected in (("latest", 2), ("2", 2), ("1", 1)):
+        kept = json.loads(plab(hermetic_env(), tmp_path, "leaderboard", "--campaign", name, "--storage", url,
+                               "--top", "0", "--json", "--study-version", wanted))
+        assert sorted(r["id"] for r in kept) == sorted(i for i, sv in version_of.items() if number_of[sv] == expected)
+    fine_groups = json.loads(plab(hermetic_env(), tmp_path, "leaderboard", "--campaign", name, "--storage", url,
+                                  "--top", "0", "--json", "--group-by", "trigger", "--fidelity", "fine"))
+    assert sum(g["count"] for g in fine_groups) == sum(
+        1 for i, sv in version_of.items() if sv in {v.id for v in by_level["fine"]})
+    assert max(g["versions"] for g in fine_groups) <= 2
 
     state = json.loads(plab(hermetic_env(), tmp_path, "campaign", "status", name, "--storage", url, "--json"))
     shown = {(sv["level"], sv["version"]): sv for sv in state["study_versions"]}

@@ -96,6 +96,8 @@ def leaderboard_table(rows: list[dict[str, Any]], group_by: str, metric: str) ->
         add(group_by, col("principle"), "left")
     add("task", col("task"), "left", True)
     add("fidelity", col("level"), "left", True)
+    if group_by == "run" and len(set(col("version"))) > 1:
+        add("version", col("version"))  # study version: only when the rows span several
     if group_by == "run":
         add("seed", col("seed"))
     if group_by in ("run", "recipe"):
@@ -105,6 +107,8 @@ def leaderboard_table(rows: list[dict[str, Any]], group_by: str, metric: str) ->
     if grouped:
         add(metric, [f"{_fmt(r['mean'], 0 if counts else 4)} ± {_fmt(r['std'], 0 if counts else 4)}" for r in rows])
         add("n", col("count"))
+        if any((row.get("versions") or 0) > 1 for row in rows):
+            add("versions", col("versions"))
     else:
         add(metric, [_fmt(v) for v in col(metric)])
     if group_by not in ("run", "recipe"):
@@ -135,6 +139,20 @@ def leaderboard_table(rows: list[dict[str, Any]], group_by: str, metric: str) ->
     return table
 
 
+STUDY_VERSION_HELP = ("Only this study version of each level ('latest': each level's newest; a number: that "
+                      "version). Default: every version.")
+
+
+def pooled_versions_note(rows: list[dict[str, Any]]) -> str | None:
+    """A warning when grouped ``rows`` pool runs of several study versions of their level."""
+    pooled = sum((row.get("versions") or 0) > 1 for row in rows)
+    if not pooled:
+        return None
+    return (f"note: {pooled} of these rows pool runs of several study versions of their level (the search space "
+            "or METRICS_VERSION changed between them, see docs/campaigns.md); --study-version latest keeps "
+            "each level's newest only")
+
+
 LOSS_METRICS = frozenset({"test_loss", "val_loss"})
 LOSS_NOTE = "note: {metric} is each run's own loss, set by its composition and learning rule"
 
@@ -163,11 +181,12 @@ def loss_note(metric: str, rows: list[dict[str, Any]], group_by: str) -> str | N
                    "(losses, size and time rank ascending).")
 @click.option("--top", type=click.IntRange(min=0), default=20, show_default=True,
               help="Show the best K rows (0: all).")
+@click.option("--study-version", metavar="N|latest", help=STUDY_VERSION_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV (header first).")
 def leaderboard(storage: str | None, campaign: str | None, task: str | None, fidelity: str | None,
-                where_items: tuple[str, ...], group_by: str, metric: str, top: int, as_json: bool,
-                as_csv: bool) -> None:
+                where_items: tuple[str, ...], group_by: str, metric: str, top: int, study_version: str | None,
+                as_json: bool, as_csv: bool) -> None:
     """Rank runs, recipes or principles of a campaign by a metric."""
     from principlelab.studies.leaderboard import query, result_columns
 
@@ -176,17 +195,18 @@ def leaderboard(storage: str | None, campaign: str | None, task: str | None, fid
     where = parse_where(where_items)
     with open_db(storage) as db:
         rows = query(db, campaign=campaign, task=task, level=fidelity, where=where, group_by=group_by,
-                     metric=metric, top=top)
-    note = loss_note(metric, rows, group_by)
-    if note:
-        Console(stderr=True).print(note, soft_wrap=True)
+                     metric=metric, top=top, study_version=study_version)
+    for note in (loss_note(metric, rows, group_by), pooled_versions_note(rows)):
+        if note:
+            Console(stderr=True).print(note, soft_wrap=True)
     if as_json:
         click.echo(json.dumps(rows, default=str))
     elif as_csv:
         write_csv(rows, result_columns(group_by))
     elif not rows:
         filters = ", ".join(f"{k}={v}" for k, v in (("campaign", campaign), ("task", task),
-                                                     ("fidelity", fidelity), *where.items()) if v)
+                                                     ("fidelity", fidelity), ("study version", study_version),
+                                                     *where.items()) if v)
         Console(stderr=True).print(f"no complete runs with {metric}" + (f" for {filters}" if filters else "")
                                    + f" in {db.masked_url}", soft_wrap=True)  # one line, also in a log file
     else:
@@ -200,10 +220,11 @@ def leaderboard(storage: str | None, campaign: str | None, task: str | None, fid
 @click.option("--metric", default="test_accuracy", show_default=True, help="The metric compared.")
 @click.option("--task", metavar="T", help="Only this task.")
 @click.option("--fidelity", metavar="F", help="Only this fidelity level.")
+@click.option("--study-version", metavar="N|latest", help=STUDY_VERSION_HELP)
 @click.option("--storage", metavar="URL", help=STORAGE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def compare(a: str, b: str, campaign: str, metric: str, task: str | None, fidelity: str | None,
-            storage: str | None, as_json: bool) -> None:
+            study_version: str | None, storage: str | None, as_json: bool) -> None:
     """Paired test of A against B over matched seeds.
 
     A and B are each SLOT=NAME (a principle, e.g. growth=random) or a recipe key (or a unique prefix of
@@ -212,10 +233,16 @@ def compare(a: str, b: str, campaign: str, metric: str, task: str | None, fideli
     from principlelab.studies.compare import compare as compare_runs
 
     with open_db(storage) as db:
-        result = compare_runs(db, campaign=campaign, a=a, b=b, metric=metric, task=task, level=fidelity)
+        result = compare_runs(db, campaign=campaign, a=a, b=b, metric=metric, task=task, level=fidelity,
+                              study_version=study_version)
     if metric in LOSS_METRICS:
         Console(stderr=True).print(LOSS_NOTE.format(metric=metric) + "; compare losses only between runs that "
                                    "share both", soft_wrap=True)
+    if len(result["study_versions"]) > 1:
+        Console(stderr=True).print(
+            f"note: the paired runs come from study versions {', '.join(map(str, result['study_versions']))} of "
+            f"level {result['level']!r} (the search space or METRICS_VERSION changed between them); "
+            "--study-version latest keeps the newest only", soft_wrap=True)
     if as_json:
         click.echo(json.dumps(result))
         return

@@ -12,18 +12,28 @@ from sqlalchemy.orm import Session
 from principlelab.core.recipe import SLOTS
 from principlelab.errors import ConfigError, UnknownNameError
 from principlelab.studies.db import LeaderboardDB, RunRow, StudyVersionRow, campaign_row
-from principlelab.studies.leaderboard import ALPHA, MIN_KEY_PREFIX, check_known, higher_is_better, task_and_level
+from principlelab.studies.leaderboard import (
+    ALPHA,
+    MIN_KEY_PREFIX,
+    check_known,
+    higher_is_better,
+    study_version_filter,
+    task_and_level,
+)
 
 
 def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "test_accuracy",
-            task: str | None = None, level: str | None = None) -> dict[str, Any]:
+            task: str | None = None, level: str | None = None,
+            study_version: int | str | None = None) -> dict[str, Any]:
     """A paired comparison of A and B over matched seeds at one fidelity level.
 
     ``a`` and ``b`` are each ``slot=name`` (every complete run with that principle) or a recipe key (or
     a unique prefix of at least 6 characters). Runs are matched on ``(task, level, seed)``: for every
     such cell where both sides have complete runs, the pair is (mean of A's runs, mean of B's runs).
     Only one level's cells are paired: ``level``, or else the highest level where both sides have at
-    least 2 matched cells (``level`` in the result says which).
+    least 2 matched cells (``level`` in the result says which). ``study_version`` restricts the runs as in
+    :func:`~principlelab.studies.leaderboard.query`; ``study_versions`` in the result lists the study
+    versions the paired runs come from.
     The paired t-test (``scipy.stats.ttest_rel``) decides ``significant`` (p < 0.05); the Wilcoxon
     signed-rank test is added when there are at least 6 pairs and not all differences are zero.
     ``mean_diff`` is ``mean_b - mean_a``; ``better`` is ``"a"``/``"b"`` when significant, else None.
@@ -40,19 +50,24 @@ def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "
                 .where(StudyVersionRow.campaign_id == campaign_id).group_by(StudyVersionRow.level))}
         in_campaign = [RunRow.campaign_id == campaign_id]
         base = [*in_campaign, RunRow.status == "complete", col.is_not(None),
-                *task_and_level(session, row, in_campaign, task, level)]
-        sides = []
+                *task_and_level(session, row, in_campaign, task, level),
+                *study_version_filter(session, row, study_version, f"in campaign {campaign!r}")]
+        sides, conds = [], []
         for name, spec in (("A", a), ("B", b)):
             label, cond = _side(session, campaign, campaign_id, name, spec)
+            conds.append(cond)
             cells = session.execute(
                 select(RunRow.task, RunRow.level, RunRow.seed, func.avg(cast(col, Float)), func.count(col))
                 .where(*base, cond).group_by(RunRow.task, RunRow.level, RunRow.seed)).all()
             sides.append((label, {(r[0], r[1], r[2]): float(r[3]) for r in cells},
                           {(r[0], r[1], r[2]): int(r[4]) for r in cells}))
-    (label_a, cells_a, counts_a), (label_b, cells_b, counts_b) = sides
-    if label_a == label_b:
-        raise ConfigError(f"compare: A and B are the same ({label_a}); name two different principles or recipes")
-    keys, level = _one_level(sorted(set(cells_a) & set(cells_b)), level, level_order)
+        (label_a, cells_a, counts_a), (label_b, cells_b, counts_b) = sides
+        if label_a == label_b:
+            raise ConfigError(f"compare: A and B are the same ({label_a}); name two different principles or recipes")
+        keys, level = _one_level(sorted(set(cells_a) & set(cells_b)), level, level_order)
+        versions = sorted(session.scalars(
+            select(StudyVersionRow.version).distinct().join(RunRow, RunRow.study_version_id == StudyVersionRow.id)
+            .where(*base, RunRow.level == level, conds[0] | conds[1]))) if keys else []
     (runs_a, in_a), (runs_b, in_b) = _runs_at(counts_a, level), _runs_at(counts_b, level)
     if len(keys) < 2:
         scope = "".join(f", {k}={v}" for k, v in (("task", task), ("fidelity", level)) if v)
@@ -99,7 +114,8 @@ def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "
         verdict = (f"no significant difference between A ({label_a}) and B ({label_b}) on {metric}: "
                    f"A {mean_a:.4g} vs B {mean_b:.4g} (B-A {mean_diff:+.4g}) {over}; "
                    f"paired t-test {p_text}{wil}")
-    return {"campaign": campaign, "metric": metric, "level": level, "higher_is_better": higher, "a": label_a,
+    return {"campaign": campaign, "metric": metric, "level": level, "study_versions": versions,
+            "higher_is_better": higher, "a": label_a,
             "b": label_b,
             "n_pairs": n, "runs_a": runs_a, "runs_b": runs_b, "mean_a": mean_a, "mean_b": mean_b,
             "mean_diff": mean_diff, "t": t_stat, "p_t": p_t, "w": w_stat, "p_w": p_w,

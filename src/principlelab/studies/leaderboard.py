@@ -1,5 +1,6 @@
-"""Queries over the leaderboard database: ranked runs, recipe/principle aggregates, paired comparisons
-and campaign status. Pure functions over a :class:`~principlelab.studies.db.LeaderboardDB`.
+"""Queries over the leaderboard database: ranked runs and recipe/principle aggregates; paired
+comparisons (:mod:`.compare`) and campaign status (:mod:`.campaign_status`) build on them. Pure
+functions over a :class:`~principlelab.studies.db.LeaderboardDB`.
 
 Aggregates (mean, sample std, count) are computed in SQL with ``GROUP BY`` (``avg``, ``count`` and a
 sum of squares), so only the top groups travel to Python.
@@ -9,10 +10,9 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections import Counter, defaultdict
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, and_, cast, func, select
+from sqlalchemy import ColumnElement, Float, cast, func, select
 from sqlalchemy.orm import Session
 
 from principlelab.core.recipe import SLOTS
@@ -21,12 +21,10 @@ from principlelab.studies.db import (
     RUN_STATUSES,
     CampaignRow,
     LeaderboardDB,
-    PromotionRow,
     RunRow,
     StudyVersionRow,
     campaign_row,
 )
-from principlelab.studies.tables import RETRIED
 
 METRICS: dict[str, bool] = {
     "test_accuracy": True,
@@ -47,15 +45,15 @@ ALPHA = 0.05
 MIN_KEY_PREFIX = 6
 
 RUN_COLUMNS: tuple[str, ...] = (
-    "id", "campaign", "task", "level", "seed", "status", *SLOTS, "recipe_key", "test_accuracy",
+    "id", "campaign", "task", "level", "version", "seed", "status", *SLOTS, "recipe_key", "test_accuracy",
     "val_accuracy", "test_loss", "val_loss", "objective", "params", "macs", "samples_seen", "wall_s",
     "growth_event_count")
 RECIPE_COLUMNS: tuple[str, ...] = (
-    "recipe_key", "task", "level", "campaign", *SLOTS, "metric", "mean", "std", "count", "best", "params",
-    "macs", "config")
+    "recipe_key", "task", "level", "campaign", *SLOTS, "metric", "mean", "std", "count", "versions", "best",
+    "params", "macs", "config")
 SLOT_COLUMNS: tuple[str, ...] = (
-    "slot", "principle", "task", "level", "campaign", "metric", "mean", "std", "count", "recipes", "best", "params",
-    "macs")
+    "slot", "principle", "task", "level", "campaign", "metric", "mean", "std", "count", "versions", "recipes", "best",
+    "params", "macs")
 
 
 def result_columns(group_by: str = "run") -> tuple[str, ...]:
@@ -78,18 +76,21 @@ def higher_is_better(metric: str) -> bool:
 def query(db: LeaderboardDB, *, campaign: str | None = None, task: str | None = None,
           level: str | None = None, where: dict[str, str] | None = None, group_by: str = "run",
           metric: str = "test_accuracy", top: int | None = 20, status: str | None = "complete",
-          descending: bool | None = None) -> list[dict[str, Any]]:
+          descending: bool | None = None, study_version: int | str | None = None) -> list[dict[str, Any]]:
     """The leaderboard: runs (``group_by="run"``), recipes (``"recipe"``) or principles of one slot.
 
     ``where`` maps slots to principle names (all must match). ``status=None`` includes every status.
     Rows are sorted best first by ``metric`` (ascending for losses, size, compute and time) unless
-    ``descending`` says otherwise; ``top`` (None or <= 0: all) cuts the list.
+    ``descending`` says otherwise; ``top`` (None or <= 0: all) cuts the list. ``study_version``: None
+    for every study version, ``"latest"`` for each (campaign, task, level)'s newest, or a version number
+    (see :func:`study_version_filter`).
 
-    * runs: one dict per run with the keys :data:`RUN_COLUMNS`.
-    * ``"recipe"``: groups by ``(recipe_key, task, level)``; :data:`RECIPE_COLUMNS`, with the slot names
-      and ``config`` (the ``recipe_json``) of one representative run, ``mean``, ``std`` (sample std,
-      0 for one run), ``count`` (runs with a value), ``best`` and mean ``params``/``macs``.
-    * a slot: groups by ``(principle of that slot, task, level)``; :data:`SLOT_COLUMNS`.
+    * runs: one dict per run with the keys :data:`RUN_COLUMNS` (``version``: its study version).
+    * ``"recipe"``: groups by ``(campaign, recipe_key, task, level)``; :data:`RECIPE_COLUMNS`, with the
+      slot names and ``config`` (the ``recipe_json``) of one representative run, ``mean``, ``std``
+      (sample std, 0 for one run), ``count`` (runs with a value), ``versions`` (how many study versions
+      the runs come from), ``best`` and mean ``params``/``macs``.
+    * a slot: groups by ``(principle of that slot, task, level, campaign)``; :data:`SLOT_COLUMNS`.
     """
     higher = higher_is_better(metric)
     if group_by not in GROUP_BYS:
@@ -100,7 +101,8 @@ def query(db: LeaderboardDB, *, campaign: str | None = None, task: str | None = 
     limit = top if top is not None and top > 0 else None
     col = getattr(RunRow, metric)
     with db.session(write=False) as session:
-        conds = _filters(session, campaign=campaign, task=task, level=level, where=where, status=status)
+        conds = _filters(session, campaign=campaign, task=task, level=level, where=where, status=status,
+                         study_version=study_version)
         if group_by == "run":
             return _runs(session, conds, col, desc, limit)
         if group_by == "recipe":
@@ -109,13 +111,15 @@ def query(db: LeaderboardDB, *, campaign: str | None = None, task: str | None = 
 
 
 def _filters(session: Session, *, campaign: str | None, task: str | None, level: str | None,
-             where: dict[str, str] | None, status: str | None) -> list[ColumnElement[bool]]:
+             where: dict[str, str] | None, status: str | None,
+             study_version: int | str | None = None) -> list[ColumnElement[bool]]:
     """Conditions on :class:`RunRow`; a task, fidelity or principle with no run in scope is an
     :class:`UnknownNameError` listing those that have runs (a typo is not an empty answer)."""
     row = campaign_row(session, campaign) if campaign is not None else None
     scope = [] if row is None else [RunRow.campaign_id == row.id]
     conds = [*scope, *task_and_level(session, row, scope, task, level)]
     where_text = "in this leaderboard" if campaign is None else f"in campaign {campaign!r}"
+    conds += study_version_filter(session, row, study_version, where_text)
     if status is not None:
         conds.append(RunRow.status == status)
     for slot, name in (where or {}).items():
@@ -127,16 +131,17 @@ def _filters(session: Session, *, campaign: str | None, task: str | None, level:
     return conds
 
 
-def _order(expr: Any, desc: bool) -> Any:
+def order_by_metric(expr: Any, desc: bool) -> Any:
     return expr.desc() if desc else expr.asc()
 
 
 def _runs(session: Session, conds: list[ColumnElement[bool]], col: Any, desc: bool,
           limit: int | None) -> list[dict[str, Any]]:
-    columns = [getattr(RunRow, name) for name in RUN_COLUMNS if name != "campaign"]
-    stmt = (select(CampaignRow.name.label("campaign"), *columns)
-            .join(CampaignRow, CampaignRow.id == RunRow.campaign_id).where(*conds)
-            .order_by(col.is_(None), _order(col, desc), RunRow.id).limit(limit))
+    columns = [getattr(RunRow, name) for name in RUN_COLUMNS if name not in ("campaign", "version")]
+    stmt = (select(CampaignRow.name.label("campaign"), StudyVersionRow.version.label("version"), *columns)
+            .join(CampaignRow, CampaignRow.id == RunRow.campaign_id)
+            .join(StudyVersionRow, StudyVersionRow.id == RunRow.study_version_id).where(*conds)
+            .order_by(col.is_(None), order_by_metric(col, desc), RunRow.id).limit(limit))
     return [{name: row._mapping[name] for name in RUN_COLUMNS} for row in session.execute(stmt)]
 
 
@@ -146,6 +151,7 @@ def _stats_columns(col: Any, desc: bool) -> list[Any]:
             func.sum(value * value).label("sumsq"),
             (func.max(value) if desc else func.min(value)).label("best"),
             func.avg(cast(RunRow.params, Float)).label("params"),
+            func.count(RunRow.study_version_id.distinct()).label("versions"),
             func.avg(cast(RunRow.macs, Float)).label("macs")]
 
 
@@ -163,7 +169,7 @@ def _by_recipe(session: Session, conds: list[ColumnElement[bool]], metric: str, 
             .where(*conds, col.is_not(None))
             # per campaign too: two campaigns' levels of one name need not be the same fidelity
             .group_by(RunRow.campaign_id, RunRow.recipe_key, RunRow.task, RunRow.level)
-            .order_by(_order(func.avg(cast(col, Float)), desc), func.count(col).desc(), RunRow.recipe_key,
+            .order_by(order_by_metric(func.avg(cast(col, Float)), desc), func.count(col).desc(), RunRow.recipe_key,
                       RunRow.campaign_id)
             .limit(limit))
     groups = session.execute(stmt).all()
@@ -183,8 +189,8 @@ def _by_recipe(session: Session, conds: list[ColumnElement[bool]], metric: str, 
         out.append({"recipe_key": group.recipe_key, "task": group.task, "level": group.level,
                     "campaign": rep.campaign, **{slot: getattr(rep, slot) for slot in SLOTS},
                     "metric": metric, "mean": mean, "std": std, "count": int(group.n),
-                    "best": _num(group.best), "params": _num(group.params), "macs": _num(group.macs),
-                    "config": rep.recipe_json})
+                    "versions": int(group.versions), "best": _num(group.best), "params": _num(group.params),
+                    "macs": _num(group.macs), "config": rep.recipe_json})
     return out
 
 
@@ -197,15 +203,16 @@ def _by_slot(session: Session, conds: list[ColumnElement[bool]], slot: str, metr
             .where(*conds, col.is_not(None))
             # per campaign too, as recipes: two campaigns' levels of one name need not be the same fidelity
             .group_by(slot_col, RunRow.task, RunRow.level, CampaignRow.id, CampaignRow.name)
-            .order_by(_order(func.avg(cast(col, Float)), desc), func.count(col).desc(), slot_col, CampaignRow.id)
+            .order_by(order_by_metric(func.avg(cast(col, Float)), desc), func.count(col).desc(), slot_col,
+                      CampaignRow.id)
             .limit(limit))
     out = []
     for group in session.execute(stmt):
         mean, std = _mean_std(group)
         out.append({"slot": slot, "principle": group.principle, "task": group.task, "level": group.level,
                     "campaign": group.campaign, "metric": metric, "mean": mean, "std": std, "count": int(group.n),
-                    "recipes": int(group.recipes), "best": _num(group.best), "params": _num(group.params),
-                    "macs": _num(group.macs)})
+                    "versions": int(group.versions), "recipes": int(group.recipes), "best": _num(group.best),
+                    "params": _num(group.params), "macs": _num(group.macs)})
     return out
 
 
@@ -230,6 +237,43 @@ def task_and_level(session: Session, campaign: CampaignRow | None, scope: list[C
     return conds
 
 
+LATEST = "latest"
+
+
+def study_version_filter(session: Session, campaign: CampaignRow | None, study_version: int | str | None,
+                         where_text: str) -> list[ColumnElement[bool]]:
+    """Conditions keeping the runs of one study version per (campaign, task, level).
+
+    ``None``: no condition (every version). ``"latest"``: each level's newest version, the one a
+    resumed campaign writes to. A number (or its text, as the CLI passes it): that version of every
+    level that has it; one that no level in scope has is an :class:`UnknownNameError` listing those
+    that exist. A level's versions differ in their search space or in what a stored metric means
+    (``METRICS_VERSION``), so this keeps a ranking from mixing them."""
+    if study_version is None:
+        return []
+    text = str(study_version).strip().lower()
+    if text != LATEST and not (text.isdigit() and int(text) >= 1):
+        raise ConfigError(f"study version must be {LATEST!r} or a version number >= 1, got {study_version!r}")
+    stmt = select(StudyVersionRow.id, StudyVersionRow.campaign_id, StudyVersionRow.task, StudyVersionRow.level,
+                  StudyVersionRow.version)
+    if campaign is not None:
+        stmt = stmt.where(StudyVersionRow.campaign_id == campaign.id)
+    versions = session.execute(stmt).all()
+    if text == LATEST:
+        newest: dict[tuple[int, str, str], Any] = {}
+        for sv in versions:
+            key = (sv.campaign_id, sv.task, sv.level)
+            if key not in newest or sv.version > newest[key].version:
+                newest[key] = sv
+        ids = [sv.id for sv in newest.values()]
+    else:
+        ids = [sv.id for sv in versions if sv.version == int(text)]
+        if not ids:
+            raise UnknownNameError("study version", text, sorted({str(sv.version) for sv in versions}, key=int),
+                                   scope=where_text)
+    return [RunRow.study_version_id.in_(ids)]
+
+
 def declared(spec_text: str | None) -> tuple[list[str], list[str]]:
     """``(tasks, level names)`` a campaign's stored file declares, in order; empty if it cannot be read.
     Read leniently (a file an older principlelab stored still names its levels)."""
@@ -242,35 +286,6 @@ def declared(spec_text: str | None) -> tuple[list[str], list[str]]:
     return tasks, levels
 
 
-def _level_progress(session: Session, campaign: CampaignRow, versions: list[StudyVersionRow]) -> list[dict[str, Any]]:
-    """Per task and level the campaign's file declares: whether it started, the trials recorded in its
-    latest study version (a retried trial once), and the target (the first level's ``trials``; a later
-    level's promotions times its seeds; None for a time budget)."""
-    from principlelab.studies.campaign_file import parse_campaign
-
-    try:
-        spec = parse_campaign(campaign.spec_json, source=f"campaign {campaign.name!r}")
-    except ConfigError:  # a file an older principlelab accepted: no progress view, the rest still shows
-        return []
-    out = []
-    for task in spec.tasks:
-        for index, level in enumerate(spec.levels):
-            latest = max((sv for sv in versions if sv.task == task and sv.level == level.name),
-                         key=lambda sv: sv.version, default=None)
-            entry: dict[str, Any] = {"task": task, "level": level.name, "started": latest is not None,
-                                     "trials": 0, "target": level.trials if index == 0 else None}
-            if latest is not None:
-                entry["trials"] = session.scalar(select(func.count()).where(
-                    RunRow.study_version_id == latest.id,
-                    ~and_(RunRow.status == "failed", RunRow.failure_reason.like(f"%{RETRIED}")))) or 0
-                if index > 0:
-                    promoted = session.scalar(select(func.count()).select_from(PromotionRow)
-                                              .where(PromotionRow.to_study_version_id == latest.id)) or 0
-                    entry["target"] = promoted * level.seeds
-            out.append(entry)
-    return out
-
-
 def check_known(session: Session, column: Any, value: str, what: str, where_text: str,
                 scope: list[ColumnElement[bool]]) -> None:
     """Raise :class:`UnknownNameError` (listing the values that occur) if no run in ``scope`` (described
@@ -280,81 +295,19 @@ def check_known(session: Session, column: Any, value: str, what: str, where_text
         raise UnknownNameError(what, value, known, scope=where_text)
 
 
-# -------------------------------------------------------------------------------------------- status
-
-
-def status(db: LeaderboardDB, campaign: str, *, metric: str = "test_accuracy") -> dict[str, Any]:
-    """Per study version (task, level, version) of a campaign: run counts by status, the top 5
-    failure reasons and the best complete run by ``metric``; plus campaign totals, every failure reason
-    with its count over the campaign, and promotions."""
-    higher = higher_is_better(metric)
-    col = getattr(RunRow, metric)
-    with db.session(write=False) as session:
-        row = campaign_row(session, campaign)
-        versions = list(session.scalars(
-            select(StudyVersionRow).where(StudyVersionRow.campaign_id == row.id)
-            .order_by(StudyVersionRow.level_index, StudyVersionRow.task, StudyVersionRow.level,
-                      StudyVersionRow.version)))
-        counts: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(RUN_STATUSES, 0))
-        for sv_id, run_status, n in session.execute(
-                select(RunRow.study_version_id, RunRow.status, func.count())
-                .where(RunRow.campaign_id == row.id).group_by(RunRow.study_version_id, RunRow.status)):
-            counts[sv_id][run_status] = int(n)
-        failures: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        failure_totals: Counter[str] = Counter()  # every reason, summed over the study versions
-        for sv_id, reason, n in session.execute(
-                select(RunRow.study_version_id, RunRow.failure_reason, func.count().label("n"))
-                .where(RunRow.campaign_id == row.id, RunRow.status == "failed")
-                .group_by(RunRow.study_version_id, RunRow.failure_reason)
-                .order_by(RunRow.study_version_id, func.count().desc(), RunRow.failure_reason)):
-            failure_totals[reason or "(no reason recorded)"] += int(n)
-            if len(failures[sv_id]) < 5:
-                failures[sv_id].append({"reason": reason or "(no reason recorded)", "count": int(n)})
-        progress = _level_progress(session, row, versions)
-        promotions = session.scalar(select(func.count()).select_from(PromotionRow).join(
-            StudyVersionRow, StudyVersionRow.id == PromotionRow.to_study_version_id)
-            .where(StudyVersionRow.campaign_id == row.id)) or 0
-        by_id = {sv.id: sv for sv in versions}
-        entries = []
-        totals = dict.fromkeys(RUN_STATUSES, 0)
-        for sv in versions:
-            best = session.execute(
-                select(RunRow).where(RunRow.study_version_id == sv.id, RunRow.status == "complete",
-                                     col.is_not(None))
-                .order_by(_order(col, higher), RunRow.id).limit(1)).scalar()
-            sv_counts = counts.get(sv.id, dict.fromkeys(RUN_STATUSES, 0))
-            for key, value in sv_counts.items():
-                totals[key] = totals.get(key, 0) + value
-            parent = by_id.get(sv.parent_id) if sv.parent_id is not None else None
-            entries.append({
-                "id": sv.id, "task": sv.task, "level": sv.level, "level_index": sv.level_index,
-                "version": sv.version, "fingerprint": sv.fingerprint,
-                "optuna_study_name": sv.optuna_study_name, "parent_id": sv.parent_id,
-                "parent_version": None if parent is None else parent.version,
-                "created_at": sv.created_at.isoformat() if sv.created_at else None,
-                "counts": dict(sv_counts), "total": sum(sv_counts.values()),
-                "failures": failures.get(sv.id, []),
-                "best": None if best is None else {
-                    "run_id": best.id, "trial_number": best.trial_number, "seed": best.seed,
-                    "recipe_key": best.recipe_key, **{slot: getattr(best, slot) for slot in SLOTS},
-                    "metric": metric, "value": getattr(best, metric)},
-            })
-    return {"campaign": row.name, "storage": db.masked_url, "file_hash": row.file_hash,
-            "created_at": row.created_at.isoformat() if row.created_at else None, "metric": metric,
-            "totals": {**totals, "total": sum(totals.values())}, "promotions": int(promotions),
-            "progress": progress,
-            "failure_reasons": [{"reason": reason, "count": n}
-                                for reason, n in sorted(failure_totals.items(), key=lambda item: (-item[1], item[0]))],
-            "study_versions": entries}
-
-
 def __getattr__(name: str) -> Any:
-    """``leaderboard.compare`` (documented) lives in :mod:`.compare`, which imports this module."""
+    """``leaderboard.compare`` and ``leaderboard.status`` (documented) live in :mod:`.compare` and
+    :mod:`.campaign_status`, which import this module."""
     if name == "compare":
         from principlelab.studies.compare import compare
 
         return compare
+    if name == "status":
+        from principlelab.studies.campaign_status import status
+
+        return status
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["GROUP_BYS", "METRICS", "higher_is_better", "query", "result_columns", "status"]  # and compare, lazily
+__all__ = ["GROUP_BYS", "METRICS", "higher_is_better", "query", "result_columns",
+           "study_version_filter"]  # and compare and status, lazily
