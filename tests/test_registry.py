@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 import principlelab.registry
 from principlelab.core.principles import GrowthRule, Trigger
-from principlelab.core.recipe import Recipe
+from principlelab.core.recipe import SLOTS, Recipe
 from principlelab.errors import ConfigError, PluginError, UnknownNameError
 from principlelab.registry import PluginSource, PluginWarning, Registry, get_plugin_manager, get_registry
 from principlelab.registry import manager as manager_mod
@@ -577,3 +577,16 @@ def test_two_entry_points_naming_one_module_load_it_once_without_a_warning(
         warnings.simplefilter("error")
         reg = get_registry(default_plugins=())
     assert reg.names("growth") == ["shared_g"] and reg.problems == []
+
+
+def test_every_run_records_its_package_versions_and_the_meaning_of_its_metrics() -> None:
+    from principlelab import __version__
+    from principlelab.core.trainer import METRICS_VERSION
+    from principlelab.registry import get_registry
+    from principlelab.registry.versions import versions_for
+
+    recipe = Recipe(growth={"name": "random"}, trigger={"name": "every_k"})
+    versions = versions_for(get_registry(), recipe)
+    assert versions["principlelab"] == __version__ and versions["metrics"] == str(METRICS_VERSION)
+    assert versions["growth.random"].startswith(f"principlelab=={__version__} schema=")
+    assert set(versions) == {"principlelab", "torch", "metrics", *(f"{s}.{recipe.choice(s).name}" for s in SLOTS)}
