@@ -557,14 +557,47 @@ def test_compare_finds_a_clearly_better_principle(filled):
     assert loss["significant"] and loss["better"] == "b" and loss["mean_diff"] < 0
 
 
-def test_compare_identical_data_is_not_significant(filled):
+def test_compare_identical_data_is_not_significant(db: LeaderboardDB):
+    b = Builder(db)
+    for seed in range(8):
+        for key in ("aaaaaa1111", "aaaaaa2222"):  # two recipes, the same accuracy at every seed
+            b.run(key, seed, 0.8 + 0.01 * seed)
+    b.run("aaaaaa2222", 0, 0.95, level="fine")
+    res = compare(db, campaign="camp", a="aaaaaa1111", b="aaaaaa2222")
+    # 8 coarse cells; the one fine cell is not mixed in (a level with fewer than 2 pairs is passed over)
+    assert res["n_pairs"] == 8 and res["level"] == "coarse" and res["significant"] is False
+    assert res["better"] is None and res["shared_runs"] == 0
+    assert res["p_t"] is None and res["p"] is None and res["w"] is None and res["mean_diff"] == 0
+    assert res["verdict"].startswith("no significant difference") and "all differences zero" in res["verdict"]
+
+
+def test_compare_refuses_the_same_runs_and_counts_shared_ones(filled):
     db, _ = filled
-    res = compare(db, campaign="camp", a="trigger=every_k", b="connectivity=dense")  # the same runs
-    # 16 coarse cells; the one fine cell is not mixed in (a level with fewer than 2 pairs is passed over)
-    assert res["n_pairs"] == 16 and res["level"] == "coarse" and res["significant"] is False
-    assert res["better"] is None
-    assert res["p_t"] is None and res["w"] is None and res["mean_diff"] == 0
-    assert res["verdict"].startswith("no significant difference")
+    with pytest.raises(ConfigError, match="select the same 32 runs at fidelity 'coarse'"):
+        compare(db, campaign="camp", a="trigger=every_k", b="connectivity=dense")  # every coarse run, twice
+    res = compare(db, campaign="camp", a="trigger=every_k", b="aaaaaa1111", task="digits")  # B is part of A
+    assert res["shared_runs"] == res["runs_b"] == 8 and res["runs_a"] == 16
+    code, _, err = invoke("compare", "--storage", db.url, "--campaign", "camp", "trigger=every_k", "aaaaaa1111")
+    assert code == 0 and "runs are on both sides" in err
+
+
+@pytest.mark.parametrize(("pairs", "p_sign", "significant"), [(3, 0.25, False), (6, 0.03125, True)])
+def test_compare_equal_differences_use_the_sign_test(db: LeaderboardDB, pairs: int, p_sign: float,
+                                                     significant: bool):
+    """Accuracies move in steps of one test sample: B one sample better at every seed has no variance,
+    which made the t-test report t=-1e14, p=1e-28 on 3 pairs."""
+    b = Builder(db)
+    for seed in range(pairs):
+        correct = 250 + seed
+        b.run("aaaaaa1111", seed, correct / 270)
+        b.run("aaaaaa2222", seed, (correct + 1) / 270)
+    res = compare(db, campaign="camp", a="aaaaaa1111", b="aaaaaa2222")
+    assert res["test"] == "sign test" and res["p_sign"] == pytest.approx(p_sign) and res["p"] == res["p_sign"]
+    assert res["t"] is None and res["p_t"] is None
+    assert res["significant"] is significant and res["better"] == ("b" if significant else None)
+    assert f"sign test {'(' if significant else ''}p={p_sign:.3g}; every difference is +0.003704, so the t-test has " \
+        "no variance" in res["verdict"]
+    assert res["mean_diff"] == pytest.approx(1 / 270)
 
 
 def test_compare_pairs_within_one_level(db: LeaderboardDB):

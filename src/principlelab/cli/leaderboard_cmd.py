@@ -238,6 +238,11 @@ def compare(a: str, b: str, campaign: str, metric: str, task: str | None, fideli
     if metric in LOSS_METRICS:
         Console(stderr=True).print(LOSS_NOTE.format(metric=metric) + "; compare losses only between runs that "
                                    "share both", soft_wrap=True)
+    if result["shared_runs"]:
+        Console(stderr=True).print(
+            f"note: {result['shared_runs']} runs are on both sides (A {result['runs_a']} runs, B {result['runs_b']}), "
+            "so A and B are not independent; compare disjoint sets, e.g. two recipes or two principles of one slot",
+            soft_wrap=True)
     if len(result["study_versions"]) > 1:
         Console(stderr=True).print(
             f"note: the paired runs come from study versions {', '.join(map(str, result['study_versions']))} of "
@@ -256,6 +261,7 @@ def compare(a: str, b: str, campaign: str, metric: str, task: str | None, fideli
     console.print(table)
     stats = (f"paired seeds {result['n_pairs']}, B-A {result['mean_diff']:+.4g}; paired t-test "
              f"t={_g(result['t'])}, p={_g(result['p_t'])}; "
-             f"Wilcoxon W={_g(result['w'])}, p={_g(result['p_w'])}")
+             + (f"sign test p={_g(result['p_sign'])}; " if result["p_sign"] is not None else "")
+             + f"Wilcoxon W={_g(result['w'])}, p={_g(result['p_w'])}")
     console.print(stats)
     console.print(result["verdict"], style="bold" if result["significant"] else None)

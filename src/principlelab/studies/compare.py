@@ -35,7 +35,13 @@ def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "
     :func:`~principlelab.studies.leaderboard.query`; ``study_versions`` in the result lists the study
     versions the paired runs come from.
     The paired t-test (``scipy.stats.ttest_rel``) decides ``significant`` (p < 0.05); the Wilcoxon
-    signed-rank test is added when there are at least 6 pairs and not all differences are zero.
+    signed-rank test is added when there are at least 6 pairs and not all differences are zero. When
+    every difference is the same non-zero number (accuracies move in steps of one test sample, so a few
+    pairs can differ by exactly one sample each), the differences have no variance and the t statistic
+    is infinite or rounding noise; the exact sign test (``scipy.stats.binomtest``) decides instead
+    (``test`` says which, ``p`` is its p-value, ``p_sign`` the sign test's): with 3 pairs its p is 0.25,
+    from 6 on below 0.05. ``shared_runs`` counts runs on both sides (e.g. a principle and one of its
+    recipes); two sides with the same runs are a ConfigError.
     ``mean_diff`` is ``mean_b - mean_a``; ``better`` is ``"a"``/``"b"`` when significant, else None.
     Fewer than 2 pairs is a ConfigError.
     """
@@ -68,6 +74,11 @@ def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "
         versions = sorted(session.scalars(
             select(StudyVersionRow.version).distinct().join(RunRow, RunRow.study_version_id == StudyVersionRow.id)
             .where(*base, RunRow.level == level, conds[0] | conds[1]))) if keys else []
+        ids_a, ids_b = ({*session.scalars(select(RunRow.id).where(*base, RunRow.level == level, cond))}
+                        if keys else set() for cond in conds)
+    if ids_a and ids_a == ids_b:
+        raise ConfigError(f"compare: A ({label_a}) and B ({label_b}) select the same {len(ids_a)} runs at fidelity "
+                          f"{level!r}; a paired test of runs against themselves says nothing")
     (runs_a, in_a), (runs_b, in_b) = _runs_at(counts_a, level), _runs_at(counts_b, level)
     if len(keys) < 2:
         scope = "".join(f", {k}={v}" for k, v in (("task", task), ("fidelity", level)) if v)
@@ -79,12 +90,15 @@ def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "
     xa = [cells_a[k] for k in keys]
     xb = [cells_b[k] for k in keys]
     diffs = [y - x for x, y in zip(xa, xb)]
-    t_stat = p_t = w_stat = p_w = None
+    t_stat = p_t = w_stat = p_w = p_sign = None
     from scipy import stats
 
+    constant = _all_equal(diffs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if any(d != 0 for d in diffs):
+        if constant and diffs[0] != 0:  # no variance: t is infinite (or rounding noise), its p meaningless
+            p_sign = float(stats.binomtest(sum(d > 0 for d in diffs), len(diffs), 0.5).pvalue)
+        elif not constant:
             res = stats.ttest_rel(xb, xa)
             t_stat, p_t = _finite(res.statistic), _finite(res.pvalue)
             if len(keys) >= 6:
@@ -98,28 +112,30 @@ def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "
     over += f" at fidelity {level!r}" if level is not None else ""
     mean_a, mean_b = sum(xa) / n, sum(xb) / n
     mean_diff = mean_b - mean_a
-    significant = p_t is not None and p_t < ALPHA
+    test, p_value = ("sign test", p_sign) if p_sign is not None else ("paired t-test", p_t)
+    significant = p_value is not None and p_value < ALPHA
     better = None
     if significant:
         better = "b" if (mean_diff > 0) == higher else "a"
     wil = f", Wilcoxon p={p_w:.3g}" if p_w is not None else ""
-    p_text = f"p={p_t:.3g}" if p_t is not None else "p undefined (all differences zero)"
+    p_text = f"p={p_value:.3g}" if p_value is not None else "p undefined (all differences zero)"
+    if p_sign is not None:
+        p_text += f"; every difference is {diffs[0]:+.4g}, so the t-test has no variance"
     if significant:
         win, lose = ("B", "A") if better == "b" else ("A", "B")
         labels = {"A": label_a, "B": label_b}
         verdict = (f"{win} ({labels[win]}) is better than {lose} ({labels[lose]}) on {metric}: "
                    f"A {mean_a:.4g} vs B {mean_b:.4g} (B-A {mean_diff:+.4g}) {over}; "
-                   f"significant at p<{ALPHA} by the paired t-test ({p_text}{wil})")
+                   f"significant at p<{ALPHA} by the {test} ({p_text}{wil})")
     else:
         verdict = (f"no significant difference between A ({label_a}) and B ({label_b}) on {metric}: "
                    f"A {mean_a:.4g} vs B {mean_b:.4g} (B-A {mean_diff:+.4g}) {over}; "
-                   f"paired t-test {p_text}{wil}")
+                   f"{test} {p_text}{wil}")
     return {"campaign": campaign, "metric": metric, "level": level, "study_versions": versions,
-            "higher_is_better": higher, "a": label_a,
-            "b": label_b,
-            "n_pairs": n, "runs_a": runs_a, "runs_b": runs_b, "mean_a": mean_a, "mean_b": mean_b,
-            "mean_diff": mean_diff, "t": t_stat, "p_t": p_t, "w": w_stat, "p_w": p_w,
-            "test": "paired t-test", "alpha": ALPHA, "significant": significant, "better": better,
+            "higher_is_better": higher, "a": label_a, "b": label_b, "n_pairs": n, "runs_a": runs_a,
+            "runs_b": runs_b, "shared_runs": len(ids_a & ids_b), "mean_a": mean_a, "mean_b": mean_b,
+            "mean_diff": mean_diff, "t": t_stat, "p_t": p_t, "w": w_stat, "p_w": p_w, "p_sign": p_sign,
+            "test": test, "p": p_value, "alpha": ALPHA, "significant": significant, "better": better,
             "verdict": verdict,
             "pairs": [{"task": k[0], "level": k[1], "seed": k[2], "a": x, "b": y}
                       for k, x, y in zip(keys, xa, xb)]}
@@ -171,6 +187,12 @@ def _side(session: Session, campaign: str, campaign_id: int, name: str,
         raise ConfigError(f"compare: {name} {spec!r} matches several recipe keys ({shown}"
                           f"{', ...' if len(keys) > 5 else ''}); give more characters")
     return keys[0], RunRow.recipe_key == keys[0]
+
+
+def _all_equal(values: list[float]) -> bool:
+    """Whether ``values`` are one number up to rounding (means of the same runs can differ in the last bits)."""
+    scale = max(abs(v) for v in values)
+    return max(values) - min(values) <= 1e-9 * scale
 
 
 def _finite(value: Any) -> float | None:
