@@ -1,7 +1,8 @@
 """The training loop: one recipe, trained and evaluated, with callbacks.
 
 Per step: ``LearningRule.step`` -> ``Signals.record_step`` -> ``Trigger.on_step`` -> on a firing,
-``GrowthRule.grow`` and the optimizer follows the new parameters. Per epoch: connectivity rewiring,
+``GrowthRule.grow`` and the optimizer follows the new parameters (not on the run's last step, where no
+step would train what grew). Per epoch: connectivity rewiring,
 ``Trigger.on_epoch_end``, validation, an :class:`EpochReport` to every callback (progress, pruning,
 recording). The hot path does no host syncs: losses stay tensors until the epoch ends.
 """
@@ -25,11 +26,14 @@ from principlelab.errors import ConfigError, PluginError, TrainingDiverged
 EVAL_CHUNK = 8192
 
 
-METRICS_VERSION = 2
-"""Bumped whenever a stored metric changes meaning, so that a campaign resumed after the upgrade starts a
-new study version instead of mixing both meanings in one (it is part of the search space's fingerprint).
+METRICS_VERSION = 3
+"""Bumped whenever a stored metric changes meaning, or a recipe's training changes what it reports, so that
+a campaign resumed after the upgrade starts a new study version instead of mixing both meanings in one (it is
+part of the search space's fingerprint).
 2: ``params`` and MACs count only what the predictions use (no unused output layer for capsule_routing
-and forward_forward; snapshots' frozen copies counted), and ``growth_event_count`` leaves out rewiring."""
+and forward_forward; snapshots' frozen copies counted), and ``growth_event_count`` leaves out rewiring.
+3: no growth on the last training step (a step trigger's firing there added units that never trained but
+counted in ``params`` and the events)."""
 
 
 @dataclass
@@ -236,6 +240,7 @@ class Trainer:
         reports: list[EpochReport] = []
         for epoch in range(fidelity.epochs):
             signals.epoch = epoch
+            last_epoch = epoch == fidelity.epochs - 1
             first_event = len(self.events)
             order = torch.randperm(n_train, generator=self.data_generator)
             xs, ys = task.x_train[order], task.y_train[order]  # one gather per epoch, then views
@@ -248,12 +253,14 @@ class Trainer:
                 firing = trigger.on_step(signals)  # type: ignore[attr-defined]
                 if firing is not None:
                     self._check_firing(firing, "on_step")
-                    self._grow(firing, epoch)
-                    macs = learning.macs_per_sample(net, composition)
+                    if last_epoch and start + batch >= n_train:  # the last step: nothing would train new units
+                        trigger.on_growth([], signals)  # type: ignore[attr-defined]
+                    else:
+                        self._grow(firing, epoch)
+                        macs = learning.macs_per_sample(net, composition)
             train_loss = signals.close_epoch()
             if not math.isfinite(train_loss):
                 raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch}")
-            last_epoch = epoch == fidelity.epochs - 1
             rewired = [] if last_epoch else self.p["connectivity"].rewire(  # type: ignore[attr-defined]
                 net, epoch=epoch, generator=self.growth_generator)
             for event in rewired:
