@@ -105,7 +105,9 @@ def leaderboard_table(rows: list[dict[str, Any]], group_by: str, metric: str) ->
             add(slot, col(slot), "left", True)
     counts = metric in COUNT_METRICS  # whole numbers: no decimals on the std either
     if grouped:
-        add(metric, [f"{_fmt(r['mean'], 0 if counts else 4)} ± {_fmt(r['std'], 0 if counts else 4)}" for r in rows])
+        digits = 0 if counts else 4  # one run has no spread to show (std None)
+        add(metric, [_fmt(r["mean"], digits) + ("" if r["std"] is None else f" ± {_fmt(r['std'], digits)}")
+                     for r in rows])
         add("n", col("count"))
         if any((row.get("versions") or 0) > 1 for row in rows):
             add("versions", col("versions"))

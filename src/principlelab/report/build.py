@@ -119,7 +119,8 @@ def _leaderboard(sec: Section, data: d.CampaignData, task: str, level: str | Non
         f"the principles that differ between recipes and the first characters of the recipe key"
         + (f"; every recipe shown has {common}." if common else ".")))
     headers = ["#", *SLOTS, "test accuracy", "n", "params", "MACs", "recipe"]
-    table = [[i + 1, *(r[s] for s in SLOTS), f"{fmt(r['mean'])} ± {fmt(r['std'])}", r["count"], fmt(r["params"]),
+    spread = ["" if r["std"] is None else f" ± {fmt(r['std'])}" for r in rows]  # None: one run
+    table = [[i + 1, *(r[s] for s in SLOTS), fmt(r["mean"]) + spread[i], r["count"], fmt(r["params"]),
               fmt(r["macs"]), str(r["recipe_key"])[:12]] for i, r in enumerate(rows[:TOP_TABLE])]
     sec.table(headers, table, numeric=(0, 6, 7, 8, 9),
               titles=[_config_text(r.get("config")) for r in rows[:TOP_TABLE]])

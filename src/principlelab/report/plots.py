@@ -70,8 +70,8 @@ def leaderboard_figure(rows: Sequence[dict[str, Any]], labels: Sequence[str], ti
     ax.barh(ys, means, xerr=stds, color=[color(0)] * n, alpha=0.85, capsize=4,
             error_kw={"ecolor": "#333", "elinewidth": 1.2}, label="mean test accuracy")
     for y, mean, std, row in zip(ys, means, stds, rows):
-        ax.text(min(mean + std, 1.0) + 0.01, y, f"{mean:.3f} ± {std:.3f} (n={row['count']})", va="center",
-                fontsize=8)
+        spread = "" if row["std"] is None else f" ± {std:.3f}"
+        ax.text(min(mean + std, 1.0) + 0.01, y, f"{mean:.3f}{spread} (n={row['count']})", va="center", fontsize=8)
     ax.set_yticks(ys, [shorten(lbl, 70) for lbl in labels], fontsize=8)
     # the label reads above the recipe names: rotated beside a few bars, it was longer than the axis and clipped
     ax.annotate(ylabel, xy=(0, 1), xycoords="axes fraction", xytext=(-4, 6), textcoords="offset points",

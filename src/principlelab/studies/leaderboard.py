@@ -88,7 +88,7 @@ def query(db: LeaderboardDB, *, campaign: str | None = None, task: str | None = 
     * runs: one dict per run with the keys :data:`RUN_COLUMNS` (``version``: its study version).
     * ``"recipe"``: groups by ``(campaign, recipe_key, task, level)``; :data:`RECIPE_COLUMNS`, with the
       slot names and ``config`` (the ``recipe_json``) of one representative run, ``mean``, ``std``
-      (sample std, 0 for one run), ``count`` (runs with a value), ``versions`` (how many study versions
+      (sample std, None for one run), ``count`` (runs with a value), ``versions`` (how many study versions
       the runs come from), ``best`` and mean ``params``/``macs``.
     * a slot: groups by ``(principle of that slot, task, level, campaign)``; :data:`SLOT_COLUMNS`.
     """
@@ -155,10 +155,11 @@ def _stats_columns(col: Any, desc: bool) -> list[Any]:
             func.avg(cast(RunRow.macs, Float)).label("macs")]
 
 
-def _mean_std(row: Any) -> tuple[float, float]:
+def _mean_std(row: Any) -> tuple[float, float | None]:
+    """The mean and the sample std (None for one run: a std over one value is undefined, not 0)."""
     n, mean, sumsq = int(row.n), float(row.mean), float(row.sumsq)
     if n < 2:
-        return mean, 0.0
+        return mean, None
     return mean, math.sqrt(max(0.0, (sumsq - n * mean * mean) / (n - 1)))
 
 
