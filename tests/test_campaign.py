@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pytest
 from click.testing import CliRunner, Result
@@ -500,6 +501,47 @@ def test_the_same_name_with_another_file_is_refused_and_changes_nothing(tmp_path
     line = error_line(invoke("campaign", "run", str(second), "--storage", url))
     assert "campaign 'same' already exists" in line and "different campaign file" in line
     assert "rename the campaign or use another --storage" in line
+    assert snapshot(tmp_path / "x.db") == before
+
+
+def _save_digits(path: Path, classes: int) -> None:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    keep = y < classes
+    np.savez(path, X=x[keep].astype(np.float32) / 16, y=y[keep])
+
+
+def test_changed_data_under_a_file_task_is_refused_and_changes_nothing(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch):
+    """A rerun (or a worker) whose file: task reads other data would add runs on other data to the same
+    studies; the campaign stores each file task's SHA-256 and refuses."""
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path}/x.db"
+    _save_digits(tmp_path / "data.npz", classes=10)
+    text = campaign_toml("data", trials=1, pruner="none", fine=False, coarse_epochs=1).replace(
+        'tasks = ["digits"]', 'tasks = ["file:data.npz"]')
+    path = write(tmp_path, text)
+    run_campaign(path, "--storage", url)
+    stored = LeaderboardDB(url, create=False).get_campaign("data")
+    assert stored is not None and list(stored.data_hashes) == ["file:data.npz"]
+    run_campaign(path, "--storage", url)  # the same data: resumes
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "data.npz").write_bytes((tmp_path / "data.npz").read_bytes())
+    monkeypatch.chdir(tmp_path / "copy")  # the same bytes elsewhere (relative path): accepted
+    run_campaign(path, "--storage", url)
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path / "x.db")
+    _save_digits(tmp_path / "data.npz", classes=5)  # other data under the same name
+    line = error_line(invoke("campaign", "run", str(path), "--storage", url))
+    assert "campaign 'data': the data of task 'file:data.npz' changed since the campaign started" in line
+    assert "restore the file, or give a campaign on the new data its own name" in line
+    assert snapshot(tmp_path / "x.db") == before
+    from principlelab.errors import ConfigError
+    from principlelab.studies.campaign import CampaignRunner
+
+    with pytest.raises(ConfigError, match="changed since the campaign started"):  # a worker joining checks too
+        CampaignRunner.from_storage("data", url)
     assert snapshot(tmp_path / "x.db") == before
 
 

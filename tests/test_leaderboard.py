@@ -125,7 +125,7 @@ def test_schema_created_prefixed_with_version_and_sqlite_pragmas(db: Leaderboard
     assert names >= PLAB_TABLES and all(n.startswith("plab_") for n in PLAB_TABLES)
     assert {"plab_meta", "plab_campaigns", "plab_study_versions", "plab_runs", "plab_growth_events",
             "plab_promotions"} == PLAB_TABLES
-    assert db.schema_version == SCHEMA_VERSION == 2
+    assert db.schema_version == SCHEMA_VERSION == 3
     columns = {c["name"] for c in inspect(db.engine).get_columns("plab_runs")}
     for slot in SLOTS:
         assert {slot, f"{slot}_config"} <= columns
@@ -157,12 +157,13 @@ def test_upgrade_runs_each_migration_once(tmp_path: Path, monkeypatch: pytest.Mo
     Builder(LeaderboardDB(url)).run("aaaaaa1111", 0, 0.9)
     _set_version(url, fake_version)  # a version-0 database (no or a zero schema_version row)
     calls: list[int] = []
-    monkeypatch.setattr(tablesmod, "MIGRATIONS", {1: lambda conn: calls.append(1), 2: lambda conn: calls.append(2)})
+    every = list(range(1, SCHEMA_VERSION + 1))
+    monkeypatch.setattr(tablesmod, "MIGRATIONS", {v: (lambda conn, v=v: calls.append(v)) for v in every})
     upgraded = LeaderboardDB(url)
-    assert calls == [1, 2] and upgraded.schema_version == 2
+    assert calls == every and upgraded.schema_version == SCHEMA_VERSION
     assert len(query(upgraded)) == 1  # data kept
     LeaderboardDB(url).close()
-    assert calls == [1, 2]  # current: nothing runs again
+    assert calls == every  # current: nothing runs again
 
 
 def test_upgrade_to_a_new_version_alters_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -172,10 +173,11 @@ def test_upgrade_to_a_new_version_alters_tables(tmp_path: Path, monkeypatch: pyt
     def add_column(conn: Any) -> None:
         conn.execute(text("ALTER TABLE plab_runs ADD COLUMN note TEXT"))
 
-    monkeypatch.setattr(tablesmod, "SCHEMA_VERSION", 3)
-    monkeypatch.setattr(tablesmod, "MIGRATIONS", {**tablesmod.MIGRATIONS, 3: add_column})
+    new = SCHEMA_VERSION + 1
+    monkeypatch.setattr(tablesmod, "SCHEMA_VERSION", new)
+    monkeypatch.setattr(tablesmod, "MIGRATIONS", {**tablesmod.MIGRATIONS, new: add_column})
     database = LeaderboardDB(url)
-    assert database.schema_version == 3
+    assert database.schema_version == new
     assert "note" in {c["name"] for c in inspect(database.engine).get_columns("plab_runs")}
 
 
@@ -188,13 +190,13 @@ def test_failed_migration_leaves_the_version_and_tables_alone(tmp_path: Path,
         conn.execute(text("ALTER TABLE plab_runs ADD COLUMN note TEXT"))
         conn.execute(text("SELECT no_such_function()"))
 
-    monkeypatch.setattr(tablesmod, "SCHEMA_VERSION", 3)
-    monkeypatch.setattr(tablesmod, "MIGRATIONS", {3: broken})
+    monkeypatch.setattr(tablesmod, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(tablesmod, "MIGRATIONS", {SCHEMA_VERSION + 1: broken})
     with pytest.raises(StorageError):
         LeaderboardDB(url)
-    monkeypatch.setattr(tablesmod, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(tablesmod, "SCHEMA_VERSION", SCHEMA_VERSION)
     database = LeaderboardDB(url)
-    assert database.schema_version == 2  # transactional DDL: the column is gone too
+    assert database.schema_version == SCHEMA_VERSION  # transactional DDL: the column is gone too
     assert "note" not in {c["name"] for c in inspect(database.engine).get_columns("plab_runs")}
 
 
@@ -204,11 +206,29 @@ def test_a_version_1_database_gets_the_run_curve_and_structure_columns(tmp_path:
     with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:  # what version 1 looked like
         conn.execute("ALTER TABLE plab_runs DROP COLUMN curve")
         conn.execute("ALTER TABLE plab_runs DROP COLUMN structure")
+        conn.execute("ALTER TABLE plab_campaigns DROP COLUMN data_hashes")
     conn.close()
     _set_version(url, 1)
     upgraded = LeaderboardDB(url)
-    assert upgraded.schema_version == 2
+    assert upgraded.schema_version == SCHEMA_VERSION
     assert {"curve", "structure"} <= {c["name"] for c in inspect(upgraded.engine).get_columns("plab_runs")}
+    assert len(query(upgraded)) == 1  # data kept
+
+
+def test_a_version_2_database_gets_the_campaigns_data_hashes_column(tmp_path: Path):
+    url = url_for(tmp_path)
+    Builder(LeaderboardDB(url)).run("aaaaaa1111", 0, 0.9)
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:  # what version 2 looked like
+        conn.execute("ALTER TABLE plab_campaigns DROP COLUMN data_hashes")
+    conn.close()
+    _set_version(url, 2)
+    upgraded = LeaderboardDB(url)
+    assert upgraded.schema_version == 3
+    assert "data_hashes" in {c["name"] for c in inspect(upgraded.engine).get_columns("plab_campaigns")}
+    camp = upgraded.get_or_create_campaign("camp", "hash-camp", json.dumps({"name": "camp"}), {"file:a.npz": "ab"})
+    assert camp.data_hashes == {"file:a.npz": "ab"}  # an older campaign gets its data hash on the next run
+    with pytest.raises(ConfigError, match=r"the data of task 'file:a\.npz' changed"):
+        upgraded.get_or_create_campaign("camp", "hash-camp", json.dumps({"name": "camp"}), {"file:a.npz": "cd"})
     assert len(query(upgraded)) == 1  # data kept
 
 

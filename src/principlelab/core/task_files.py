@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import struct
 import zipfile
 from pathlib import Path
@@ -55,6 +56,16 @@ def file_stamps(spec: str) -> tuple[object, ...]:
         stat = path.stat()
         stamps.append((str(path.resolve()), stat.st_mtime_ns, stat.st_size))
     return tuple(stamps)
+
+
+def file_digest(spec: str) -> str:
+    """SHA-256 (hex) of the bytes of the file(s) named by ``spec``, in order: what the data is, wherever
+    it lies and whatever its time stamps (a campaign stores it to notice changed data on a rerun)."""
+    digest = hashlib.sha256()
+    for path in resolve_paths(spec):
+        with path.open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()
 
 
 def load_file_task(spec: str) -> RawTask:

@@ -35,7 +35,7 @@ from sqlalchemy import text
 from principlelab.core.recipe import SLOTS
 from principlelab.core.tasks import load_task
 from principlelab.errors import ConfigError
-from principlelab.studies.campaign_file import CampaignSpec, file_hash, parse_campaign
+from principlelab.studies.campaign_file import CampaignSpec, data_hashes, file_hash, parse_campaign
 from principlelab.studies.db import LeaderboardDB
 from principlelab.studies.objective import INTERRUPTED, MMAC, LevelContext, Objective
 from principlelab.studies.optuna_setup import (
@@ -130,7 +130,7 @@ class CampaignRunner:
             for level in spec.levels:
                 load_task(task, fidelity=level.fidelity(), seed=spec.seed)
         self.db = LeaderboardDB(url)
-        self.campaign = self.db.get_or_create_campaign(spec.name, file_hash(text), text)
+        self.campaign = self.db.get_or_create_campaign(spec.name, file_hash(text), text, data_hashes(spec.tasks))
         self.recorder = StaleTrialRecorder(self.db)
         self.storage = make_storage(url, failed_trial_callback=self.recorder, kind=spec.optuna_storage)
         self.progress = progress or (lambda _: None)

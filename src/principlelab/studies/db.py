@@ -227,18 +227,31 @@ class LeaderboardDB:
 
     # -- campaigns and study versions
 
-    def get_or_create_campaign(self, name: str, file_hash: str, spec_json: str) -> CampaignRow:
-        """The campaign named ``name``; created if new. A different ``file_hash`` is a ConfigError."""
+    def get_or_create_campaign(self, name: str, file_hash: str, spec_json: str,
+                               data_hashes: dict[str, str] | None = None) -> CampaignRow:
+        """The campaign named ``name``; created if new. A different ``file_hash`` is a ConfigError, and so
+        is a ``file:`` task whose data hash differs from the one stored (a task without one, in a campaign
+        an older principlelab started, gets it stored)."""
 
         def work(session: Session) -> CampaignRow:
             row = session.scalar(select(CampaignRow).where(CampaignRow.name == name))
             if row is None:
-                row = CampaignRow(name=name, file_hash=file_hash, spec_json=spec_json)
+                row = CampaignRow(name=name, file_hash=file_hash, spec_json=spec_json, data_hashes=data_hashes or None)
                 session.add(row)
                 session.flush()
-            elif row.file_hash != file_hash:
+                return row
+            if row.file_hash != file_hash:
                 raise ConfigError(f"campaign {name!r} already exists in {self.masked_url} with a different "
                                   "campaign file; rename the campaign or use another --storage")
+            stored = dict(row.data_hashes or {})
+            for task, digest in (data_hashes or {}).items():
+                if stored.setdefault(task, digest) != digest:
+                    raise ConfigError(
+                        f"campaign {name!r}: the data of task {task!r} changed since the campaign started (sha256 "
+                        f"{stored[task][:12]}... then, {digest[:12]}... now; a relative path is read from the "
+                        "current directory); restore the file, or give a campaign on the new data its own name")
+            if stored != (row.data_hashes or {}):
+                row.data_hashes = stored
             return row
 
         return self._retry_on_conflict(work)  # type: ignore[no-any-return]

@@ -46,7 +46,7 @@ from principlelab.core.events import count_growth
 from principlelab.core.recipe import SLOTS
 from principlelab.errors import ConfigError, StorageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema this code writes. Bump it and add ``MIGRATIONS[new_version]`` to change the tables."""
 
 
@@ -56,9 +56,15 @@ def _add_run_curve_and_structure(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE plab_runs ADD COLUMN {column} JSON"))
 
 
+def _add_campaign_data_hashes(conn: Connection) -> None:
+    """Version 3: the SHA-256 of each ``file:`` task's data, so a rerun notices changed data."""
+    conn.execute(text("ALTER TABLE plab_campaigns ADD COLUMN data_hashes JSON"))
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: lambda conn: None,  # version 0 (tables without a schema_version row) has the version-1 tables
     2: _add_run_curve_and_structure,
+    3: _add_campaign_data_hashes,
 }
 """``MIGRATIONS[v](connection)`` upgrades a version ``v - 1`` schema to version ``v`` (in one transaction,
 before tables new in this code are created). Version 0 is a database with principlelab tables but no
@@ -94,6 +100,7 @@ class CampaignRow(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     file_hash: Mapped[str] = mapped_column(String(64))
     spec_json: Mapped[str] = mapped_column(Text)
+    data_hashes: Mapped[Any] = mapped_column(JSON, nullable=True)  # {file: task: sha256}; None before v3
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 
