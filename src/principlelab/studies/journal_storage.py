@@ -34,12 +34,10 @@ from principlelab.studies.journal import (
     SQLJournalBackend,
     SQLJournalSnapshotBackend,
     StaleTrialCallback,
-    _create_tables,
-    _db_epoch_sql,
     _logger,
-    _make_engine,
 )
 from principlelab.studies.journal_batch import BatchedTrialWrites
+from principlelab.studies.journal_sql import _create_tables, _db_epoch_sql, _make_engine
 
 __all__ = ["SQLJournalStorage", "journal_storage"]
 
