@@ -4,42 +4,32 @@ The tables (:mod:`principlelab.studies.tables`) live in the same database as Opt
 but never inside Optuna's schema. :class:`LeaderboardDB` opens (and creates or upgrades) them;
 writers are idempotent and transactional so that several workers can share one database.
 
-SQLite connections use WAL, a 30 s busy timeout, foreign keys and ``synchronous=NORMAL``; write
-transactions start with ``BEGIN IMMEDIATE`` so concurrent writers queue instead of failing.
+Its base class :class:`~principlelab.studies.db_connection.LeaderboardConnection` opens the database
+and hands out sessions: SQLite connections use WAL, a 30 s busy timeout, foreign keys and
+``synchronous=NORMAL``; write transactions start with ``BEGIN IMMEDIATE`` so concurrent writers queue
+instead of failing.
 
 The table classes and the URL helpers are importable from here too, where they were first defined.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, delete, event, inspect, select, text
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import (
-    ArgumentError,
-    IntegrityError,
-    NoSuchModuleError,
-    SQLAlchemyError,
-)
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from principlelab.core.events import count_growth
 from principlelab.errors import ConfigError, StorageError, UnknownNameError
-from principlelab.studies import tables
-from principlelab.studies.forking import forget_at_fork
+from principlelab.studies.db_connection import LeaderboardConnection
 from principlelab.studies.sql_setup import (
     DEFAULT_STORAGE,
     STORAGE_ENV,
     default_storage_url,
-    describe_db_error,
     mask_url,
-    one_line,
-    read_only_sqlite_url,
     sqlite_path,
-    sqlite_pragmas,
 )
 from principlelab.studies.tables import (
     EVENT_FIELDS,
@@ -56,10 +46,8 @@ from principlelab.studies.tables import (
     PromotionRow,
     RunRow,
     StudyVersionRow,
-    create_or_upgrade,
     event_values,
     finite_or_none,
-    read_schema_version,
     run_fields,
     slot_fields,
     utc_now,
@@ -72,7 +60,6 @@ __all__ = [
     "slot_fields", "sqlite_path",
 ]
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 _RUN_REQUIRED = ("campaign_id", "study_version_id", "optuna_study_name", "trial_number", "task", "level",
                  "seed", "status", "recipe_key")
 
@@ -88,142 +75,15 @@ def campaign_row(session: Session, name: str) -> CampaignRow:
     return row
 
 
-class LeaderboardDB:
+class LeaderboardDB(LeaderboardConnection):
     """The ``plab_`` tables in one database (SQLite file, PostgreSQL, ...), created and upgraded on open.
 
     ``create=False`` is for read commands: a SQLite file that does not exist is an error (no empty file
     is created), as is a database without principlelab tables.
     """
 
-    def __init__(self, url: str, *, create: bool = True, echo: bool = False) -> None:
-        self.url = url
-        self.masked_url = mask_url(url)
-        try:
-            parsed = make_url(url)
-        except ArgumentError:
-            raise StorageError(
-                f"invalid storage URL {self.masked_url!r}; expected e.g. sqlite:///principlelab.db or "
-                "postgresql+psycopg://user:password@host/dbname") from None
-        self.backend = parsed.get_backend_name()
-        self.sqlite_file = sqlite_path(parsed)
-        if self.sqlite_file is not None and not create and not self.sqlite_file.exists():
-            raise StorageError(f"no principlelab database at {self.sqlite_file}; run a campaign first "
-                               "or pass --storage")
-        if self.sqlite_file is not None and not create:  # a read: also where the folder is read-only
-            parsed = read_only_sqlite_url(self.sqlite_file) or parsed
-        self.engine = forget_at_fork(self._make_engine(parsed, echo, wal=create))
-        self._sessions = sessionmaker(expire_on_commit=False)
-        self._write_engine = self.engine.execution_options(plab_write=True)
-        try:
-            self._ensure_schema(create)
-        except BaseException:
-            self.engine.dispose()
-            raise
-
-    # -- engine / connections
-
-    def _make_engine(self, parsed: URL, echo: bool, *, wal: bool) -> Engine:
-        kwargs: dict[str, Any] = {"echo": echo}
-        if self.backend == "sqlite":
-            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-        elif self.backend == "postgresql":
-            kwargs["pool_pre_ping"] = True
-            if "connect_timeout" not in parsed.query:
-                kwargs["connect_args"] = {"connect_timeout": 10}
-        try:
-            engine = create_engine(parsed, **kwargs)
-        except (NoSuchModuleError, ImportError) as exc:
-            raise StorageError(
-                f"cannot use storage {self.masked_url}: no database driver for "
-                f"{parsed.drivername!r} ({one_line(str(exc))}); install it (for PostgreSQL: "
-                "pip install 'principlelab[postgres]' and use postgresql+psycopg://) or use a sqlite:/// URL"
-            ) from None
-        except (ArgumentError, TypeError, ValueError) as exc:
-            raise StorageError(f"invalid storage URL {self.masked_url}: {one_line(str(exc))}") from None
-        if self.backend == "sqlite":
-            event.listen(engine, "connect", sqlite_pragmas(SQLITE_BUSY_TIMEOUT_MS, foreign_keys=True,
-                                                           own_transactions=True, wal=wal))
-            event.listen(engine, "begin", _sqlite_on_begin)
-        return engine
-
-    @contextmanager
-    def session(self, *, write: bool = True) -> Iterator[Session]:
-        """A session in one transaction: committed on success, rolled back on any error.
-
-        Database errors become :class:`StorageError` (one line). ``write=True`` starts SQLite
-        transactions with ``BEGIN IMMEDIATE`` (writers queue on the busy timeout instead of failing
-        on a lock upgrade); use ``write=False`` for reads.
-        """
-        session = self._sessions(bind=self._write_engine if write else self.engine)
-        try:
-            yield session
-            session.commit()
-        except SQLAlchemyError as exc:
-            _safe_rollback(session)
-            raise StorageError(describe_db_error(exc, self.url, self.sqlite_file)) from exc
-        except BaseException:
-            _safe_rollback(session)
-            raise
-        finally:
-            session.close()
-
-    def _retry_on_conflict(self, fn: Callable[[Session], Any]) -> Any:
-        """``fn`` in a write session; once more if a concurrent writer won a unique-constraint race."""
-        try:
-            with self.session() as session:
-                return fn(session)
-        except StorageError as exc:
-            if not isinstance(exc.__cause__, IntegrityError):
-                raise
-        with self.session() as session:
-            return fn(session)
-
-    def close(self) -> None:
-        """Release every pooled connection."""
-        self.engine.dispose()
-
-    def __enter__(self) -> LeaderboardDB:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"LeaderboardDB({self.masked_url!r})"
-
-    # -- schema
-
-    def _ensure_schema(self, create: bool) -> None:
-        try:
-            with self.engine.connect() as conn:  # fast path: everything there, version current
-                names = set(inspect(conn).get_table_names())
-                version = read_schema_version(conn) if "plab_meta" in names else None
-            if names >= PLAB_TABLES and version == tables.SCHEMA_VERSION:  # read late: tests patch it
-                return
-            if not names & PLAB_TABLES and not create:
-                raise StorageError(f"no principlelab tables in {self.masked_url}; run a campaign with "
-                                   "this --storage first")
-            with self._write_engine.begin() as conn:
-                if self.backend == "postgresql":  # serialize concurrent creators/upgraders
-                    conn.execute(text("SELECT pg_advisory_xact_lock(706162)"))
-                create_or_upgrade(conn, self.masked_url)
-        except SQLAlchemyError as exc:
-            raise StorageError(describe_db_error(exc, self.url, self.sqlite_file)) from exc
-
-    @property
-    def schema_version(self) -> int:
-        """The ``schema_version`` stored in ``plab_meta``."""
-        with self.session(write=False) as session:
-            return read_schema_version(session.connection()) or 0
-
-    def get_meta(self, key: str) -> str | None:
-        with self.session(write=False) as session:
-            row = session.get(MetaRow, key)
-            return None if row is None else row.value
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self.session() as session:
-            session.merge(MetaRow(key=key, value=value))
 
     # -- campaigns and study versions
 
@@ -431,12 +291,3 @@ class LeaderboardDB:
             stmt = stmt.where(PromotionRow.from_study_version_id == from_study_version_id)
         with self.session(write=False) as session:
             return list(session.scalars(stmt.order_by(PromotionRow.id)))
-
-
-def _safe_rollback(session: Session) -> None:
-    with suppress(SQLAlchemyError):  # the connection is gone; nothing to undo
-        session.rollback()
-
-
-def _sqlite_on_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("plab_write") else "BEGIN")
