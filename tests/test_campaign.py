@@ -446,7 +446,7 @@ def error_line(result: Result) -> str:
 @pytest.mark.parametrize(("edit", "expected"), [
     (lambda t: t.replace('tasks = ["digits"]', 'tasks = ["digits"'), "is not valid TOML"),
     (lambda t: t.replace('trigger = ["never", "every_k"]', 'trigger = ["never", "nope"]'),
-     "unknown trigger principle 'nope'; known: "),
+     "campaign 'tiny', [search]: unknown trigger principle 'nope'; known: "),
     (lambda t: t.replace('composition = ["sequential"]', 'composition = ["sequential"]\nwiring = ["dense"]'),
      "search.wiring: Extra inputs are not permitted (got ['dense']); allowed keys: connectivity, learning, "
      "trigger, growth, composition, fixed"),
@@ -550,7 +550,7 @@ def test_an_unknown_task_writes_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.delenv("PRINCIPLELAB_STORAGE", raising=False)
     path = write(tmp_path, campaign_toml().replace('tasks = ["digits"]', 'tasks = ["digitz"]'))
     line = error_line(invoke("campaign", "run", str(path)))
-    assert "unknown task 'digitz'; known: " in line
+    assert "campaign 'tiny', tasks ('digitz' at level 'coarse'): unknown task 'digitz'; known: " in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["campaign.toml"]
 
 

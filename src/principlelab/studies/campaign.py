@@ -31,7 +31,7 @@ from sqlalchemy import text
 
 from principlelab.core.recipe import SLOTS
 from principlelab.core.tasks import load_task
-from principlelab.errors import ConfigError
+from principlelab.errors import ConfigError, TaskDataError, UnknownNameError
 from principlelab.studies.campaign_file import CampaignSpec, data_hashes, file_hash, parse_campaign
 from principlelab.studies.campaign_promotion import CampaignPromotion
 from principlelab.studies.db import LeaderboardDB
@@ -103,6 +103,16 @@ class StaleTrialRecorder:
         self.db.record_run(row, [])
 
 
+@contextmanager
+def _names_the_section(campaign: str, section: str) -> Iterator[None]:
+    """Prefix a bad name, config or data file error with the part of the campaign file it comes from."""
+    try:
+        yield
+    except (UnknownNameError, ConfigError, TaskDataError) as exc:
+        exc.args = (f"campaign {campaign!r}, {section}: {exc}", *exc.args[1:])
+        raise
+
+
 class CampaignRunner(CampaignPromotion):
     """One worker's view of a campaign (see the module docstring for the loop)."""
 
@@ -123,10 +133,12 @@ class CampaignRunner(CampaignPromotion):
             raise ConfigError(f"sampling ahead forks a process, which principlelab does on Linux only (this is "
                               f"{sys.platform}); run without --sample-ahead")
         self.registry = registry or get_registry()
-        self.space = SearchSpace(self.registry, spec.search.principles(), spec.search.fixed)
+        with _names_the_section(spec.name, "[search]"):
+            self.space = SearchSpace(self.registry, spec.search.principles(), spec.search.fixed)
         for task in spec.tasks:  # a bad task name or data file fails here, before anything is written
             for level in spec.levels:
-                load_task(task, fidelity=level.fidelity(), seed=spec.seed)
+                with _names_the_section(spec.name, f"tasks ({task!r} at level {level.name!r})"):
+                    load_task(task, fidelity=level.fidelity(), seed=spec.seed)
         self.db = LeaderboardDB(url)
         self.campaign = self.db.get_or_create_campaign(spec.name, file_hash(text), text, data_hashes(spec.tasks))
         self.recorder = StaleTrialRecorder(self.db)
