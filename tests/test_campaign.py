@@ -454,7 +454,10 @@ def error_line(result: Result) -> str:
      "levels.1.epochs: Input should be greater than or equal to 1 (got 0); allowed: 1 <= epochs <= 100000"),
     (lambda t: t.replace("epochs = 2\nseeds", "epochs = 2\ntrials = 3\nseeds"),
      "campaign.toml': level 'fine' sets trials or time_budget_s, which only the first level uses"),
-], ids=["malformed-toml", "unknown-principle", "unknown-slot", "zero-epochs", "trials-on-a-later-level"])
+    (lambda t: t.replace('tasks = ["digits"]', 'tasks = ["digits", "mnist1d", "digits"]'),
+     "tasks: each task once: 'digits' is listed more than once (got ['digits', 'mnist1d', 'digits'])"),
+], ids=["malformed-toml", "unknown-principle", "unknown-slot", "zero-epochs", "trials-on-a-later-level",
+        "a-task-twice"])
 def test_a_bad_campaign_file_is_one_line_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                               edit: Any, expected: str):
     monkeypatch.chdir(tmp_path)

@@ -114,6 +114,14 @@ class CampaignSpec(_Strict):
     levels: list[LevelSpec] = Field(..., min_length=1)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
 
+    @field_validator("tasks")
+    @classmethod
+    def _unique_tasks(cls, tasks: list[str]) -> list[str]:
+        twice = sorted({task for task in tasks if tasks.count(task) > 1})
+        if twice:
+            raise ValueError(f"each task once: {', '.join(map(repr, twice))} is listed more than once")
+        return tasks
+
     @field_validator("levels")
     @classmethod
     def _unique_level_names(cls, levels: list[LevelSpec]) -> list[LevelSpec]:
