@@ -359,6 +359,8 @@ def test_csv_integer_labels_above_2_to_the_53_stay_apart(tmp_path: Path) -> None
     ("newclass.npz", {"X": np.zeros((30, 2)), "y": np.arange(30) % 2, "X_val": np.zeros((4, 2)),
                       "y_val": np.array([0, 1, 2, 7]), "X_test": np.zeros((4, 2)), "y_test": np.zeros(4)},
      "y_val has label(s) [2, 7] that the training labels y never have"),
+    ("complex.npz", {"X": np.ones((30, 2)) * (1 + 2j), "y": np.arange(30) % 3},
+     "X and y must be real numbers, got complex128 and int64"),
 ])
 def test_bad_values_are_one_line_errors(tmp_path: Path, name: str, arrays: dict, expected: str) -> None:
     np.savez(tmp_path / name, **arrays)

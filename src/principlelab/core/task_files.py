@@ -212,6 +212,9 @@ def _assemble(spec: str, arrays: dict[str, Array], input_shape: tuple[int, ...] 
             raise TaskDataError(
                 f"task file {spec!r}: X{k} has {len(x)} rows but y{k} has {len(y)}; they must match"
             )
+        if np.iscomplexobj(x) or np.iscomplexobj(y):  # a float cast would drop the imaginary part silently
+            raise TaskDataError(f"task file {spec!r}: X{k} and y{k} must be real numbers, got "
+                                f"{x.dtype} and {y.dtype}; save e.g. the real and imaginary parts as features")
         if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or not np.isfinite(x).all():
             raise TaskDataError(f"task file {spec!r}: X{k} must be finite numbers (no NaN/inf, no strings)")
         with np.errstate(over="ignore"):  # the overflow is what is checked: no RuntimeWarning besides the error
