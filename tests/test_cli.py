@@ -210,6 +210,12 @@ def test_an_unknown_key_lists_the_allowed_keys_and_a_bad_value_the_whole_range()
     code, _, err = invoke("run", "--growth", "random", "--set", "growth.random.units=5000")
     assert_one_line_error(code, err, "growth.random.units: Input should be less than or equal to 4096 (got 5000); "
                           "allowed: 1 <= units <= 4096")
+    code, _, err = invoke("run", "--set", "learning.backprop.lr=nan")  # NaN fails every bound: say so
+    assert_one_line_error(code, err, "learning.backprop.lr: Input should be a number, not NaN (got 'nan'); "
+                          "allowed: 0.0 < lr <= 10.0")
+    code, _, err = invoke("run", "--hidden", "0,32")  # the validator quotes the value: not twice
+    assert_one_line_error(code, err, "network.hidden: hidden widths must be >= 1 and at least one layer, got [0, 32]")
+    assert "(got" not in err
 
 
 def test_growth_on_a_network_that_starts_at_the_width_cap_is_warned_about():

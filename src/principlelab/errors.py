@@ -73,8 +73,11 @@ def format_validation_error(prefix: str, exc: ValidationError, model: type[BaseM
         loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
         value = err.get("input")
         long = isinstance(value, dict) or (isinstance(value, list) and len(repr(value)) > 80)
-        shown = "" if long else f" (got {value!r})"  # a whole table or level list would drown the message
         message = err["msg"].removeprefix("Value error, ")
+        if err["type"] in _RANGE_ERRORS and str(value).strip().lower().lstrip("+-") == "nan":
+            message = "Input should be a number, not NaN"  # NaN fails every bound, so the bound named misleads
+        # a whole table or level list would drown the message; a validator's own message may quote the value
+        shown = "" if long or "got " in message else f" (got {value!r})"
         parts.append(f"{loc + ': ' if loc else ''}{message}{shown}{_allowed(model, err)}")
     return "; ".join(parts)
 
