@@ -350,3 +350,28 @@ def test_the_report_of_a_campaign_stopped_in_its_first_level_names_the_levels_to
     html = (out / "index.html").read_text(encoding="utf-8")
     assert "levels coarse → fine (not run yet: fine; rerun the campaign to continue)" in html
     assert "digits: nothing was promoted yet: the campaign stopped before level fine (rerun it to continue)" in html
+
+
+def test_importance_counts_a_retried_trial_once_as_campaign_status_does():
+    """After an interruption the report said '19 complete of 85 trials' where status said 80: each of the
+    5 retries is a second Optuna trial of one campaign trial."""
+    import optuna
+
+    from principlelab.report.importance import study_importance
+    from principlelab.studies.optuna_setup import retry_callback
+
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    for value in (0.5, 0.6, 0.7):
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        study.tell(trial, value)
+    dead = study.ask()
+    dead.suggest_float("x", 0, 1)
+    study.tell(dead, state=optuna.trial.TrialState.FAIL)
+    retry_callback(max_retry=1)(study, study.trials[-1])  # a WAITING retry of trial 3
+    retried = study.ask()  # takes the waiting trial
+    study.tell(retried, 0.8)
+    assert len(study.trials) == 5
+    importance = study_importance(storage, "s")
+    assert (importance.n_complete, importance.n_total) == (4, 4)

@@ -42,7 +42,7 @@ class Importances:
 class StudyImportance:
     study_name: str
     n_complete: int
-    n_total: int
+    n_total: int  # trials, a retried one once (as plab campaign status counts them)
     slots: Importances
     fixed: dict[str, str]  # slots with one choice in every trial
     principles: list[Importances]
@@ -89,6 +89,7 @@ def study_importance(storage: optuna.storages.BaseStorage, study_name: str) -> S
     except KeyError:
         raise StorageError(f"the Optuna study {study_name!r} is missing from the database") from None
     all_trials = study.get_trials(deepcopy=False)
+    n_trials = len(all_trials) - sum(1 for t in all_trials if "failed_trial" in t.system_attrs)  # a retry: once
     complete = [t for t in all_trials if t.state == TrialState.COMPLETE and t.value is not None
                 and math.isfinite(t.value)]
     slot_params = [s for s in SLOTS if complete and all(s in t.params for t in complete)]
@@ -114,9 +115,9 @@ def study_importance(storage: optuna.storages.BaseStorage, study_name: str) -> S
         principles.append(result)
     note = ""
     if len(complete) < MIN_TRIALS:
-        note = (f"only {len(complete)} of {len(all_trials)} trials completed (pruned and failed trials have no "
+        note = (f"only {len(complete)} of {n_trials} trials completed (pruned and failed trials have no "
                 f"final objective); importance needs at least {MIN_TRIALS}")
-    return StudyImportance(study_name, len(complete), len(all_trials), slots, fixed, principles, note)
+    return StudyImportance(study_name, len(complete), n_trials, slots, fixed, principles, note)
 
 
 __all__ = ["MIN_TRIALS", "Importances", "StudyImportance", "evaluator", "study_importance"]
