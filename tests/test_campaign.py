@@ -210,8 +210,11 @@ def test_rerunning_the_same_file_resumes_without_new_trials(tiny: dict[str, Any]
                 len(db.promotions()))
 
     before = state()
+    rows_before = snapshot(Path(tiny["url"].removeprefix("sqlite:///")))
     again = run_campaign(tiny["path"], "--storage", tiny["url"])
     assert state() == before
+    # nothing written at all: loading the studies appends no creation logs to Optuna's journal either
+    assert snapshot(Path(tiny["url"].removeprefix("sqlite:///"))) == rows_before
     assert study_versions(db, "tiny").keys() == svs.keys()
     assert [len(optuna.load_study(study_name=sv.optuna_study_name, storage=make_storage(tiny["url"])).trials)
             for sv in svs.values()] == [8, 4]

@@ -166,9 +166,12 @@ class CampaignRunner(CampaignPromotion):
     def study(self, ctx: LevelContext) -> optuna.Study:
         max_resource = self._expected_mmacs(ctx)
         ctx.rung_base = rung_base(max_resource)
-        return optuna.create_study(
-            study_name=ctx.study_name, storage=self.storage, load_if_exists=True, direction="maximize",
-            sampler=self.sampler(ctx), pruner=make_pruner(ctx.level, ctx.level_index, max_resource=max_resource))
+        sampler, pruner = self.sampler(ctx), make_pruner(ctx.level, ctx.level_index, max_resource=max_resource)
+        try:  # an existing study is loaded: create_study(load_if_exists=True) appends a creation log each time
+            return optuna.load_study(study_name=ctx.study_name, storage=self.storage, sampler=sampler, pruner=pruner)
+        except KeyError:
+            return optuna.create_study(study_name=ctx.study_name, storage=self.storage, load_if_exists=True,
+                                       direction="maximize", sampler=sampler, pruner=pruner)
 
     def sampler(self, ctx: LevelContext) -> optuna.samplers.BaseSampler:
         """The level's sampler, seeded from the campaign's seed and the level."""
