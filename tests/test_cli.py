@@ -274,3 +274,20 @@ def test_a_failing_database_and_a_ctrl_c_are_one_line(monkeypatch: pytest.Monkey
     monkeypatch.setattr(leaderboard, "query", fail)
     status, _out, err = invoke("leaderboard", "--storage", url)
     assert (status, err) == (code, expected)
+
+
+def test_a_long_file_task_keeps_the_progress_bar_its_count_and_time():
+    """A file: task with a long path took the whole line, pushing the bar, '12/12' and the time out."""
+    from rich.console import Console
+
+    from principlelab.cli.campaign_cmd import TASK_LABEL, ProgressDisplay
+    from principlelab.studies.campaign import LevelProgress
+
+    console = Console(width=100, record=True, force_terminal=False)
+    display = ProgressDisplay(console)
+    task = "file:/tmp/some/very/deep/folder/of/experiments/2026/digits_img.npz"
+    display(LevelProgress(task, "coarse", done=12, target=12, running=0, best=0.9))
+    console.print(display.progress.get_renderable())
+    line = console.export_text().strip()
+    assert "…" + task[1 - TASK_LABEL:] + " coarse" in line and task not in line
+    assert "12/12" in line and "best 0.9000" in line and "0:00:0" in line

@@ -20,6 +20,10 @@ STORAGE_HELP = ("SQLAlchemy URL of the database (default: the campaign file's st
                 "else sqlite:///principlelab.db in the current directory).")
 
 
+TASK_LABEL = 32
+"""Characters of a task name shown beside its bar: a long file: path squeezed the bar, count and time out."""
+
+
 class ProgressDisplay:
     """One bar per (task, level): trials done of target, running, best so far, time left."""
 
@@ -31,7 +35,8 @@ class ProgressDisplay:
     def __call__(self, state: LevelProgress) -> None:
         key = (state.task, state.level)
         if key not in self.bars:
-            self.bars[key] = self.progress.add_task(f"{state.task} {state.level}", total=state.target, info="")
+            task = state.task if len(state.task) <= TASK_LABEL else "…" + state.task[1 - TASK_LABEL:]  # the file name
+            self.bars[key] = self.progress.add_task(f"{task} {state.level}", total=state.target, info="")
         eta = eta_seconds(state)
         info = (f"best {state.best:.4f}" if state.best is not None else "best -") + f" | running {state.running}"
         if eta is not None:
