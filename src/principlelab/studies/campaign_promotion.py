@@ -2,8 +2,9 @@
 
 Step 3 of the loop in :mod:`principlelab.studies.campaign`: pick the lower level's top-k (or Pareto)
 recipes (:mod:`principlelab.studies.promotion`) and enqueue each, ``seeds`` times, into the next
-level's study. Each promotion is a unique row, so exactly one worker enqueues it; a promotion whose
-worker died between recording and enqueueing is completed by another.
+level's study. Each promotion is a unique row, so exactly one worker enqueues it; one whose worker
+died between recording and enqueueing is completed later (by a rerun on SQLite, by another worker
+once the heartbeat grace has passed on a server).
 """
 
 from __future__ import annotations
