@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from principlelab.core.recipe import SLOTS
 from principlelab.errors import StorageError
+from principlelab.studies.optuna_setup import logical_trials
 
 MIN_TRIALS = 5
 """Fewest complete trials for an importance estimate (slots overall, or one principle's parameters)."""
@@ -89,7 +90,7 @@ def study_importance(storage: optuna.storages.BaseStorage, study_name: str) -> S
     except KeyError:
         raise StorageError(f"the Optuna study {study_name!r} is missing from the database") from None
     all_trials = study.get_trials(deepcopy=False)
-    n_trials = len(all_trials) - sum(1 for t in all_trials if "failed_trial" in t.system_attrs)  # a retry: once
+    n_trials = logical_trials(all_trials)  # a retried trial once
     complete = [t for t in all_trials if t.state == TrialState.COMPLETE and t.value is not None
                 and math.isfinite(t.value)]
     slot_params = [s for s in SLOTS if complete and all(s in t.params for t in complete)]

@@ -38,6 +38,7 @@ from principlelab.studies.db import LeaderboardDB
 from principlelab.studies.objective import INTERRUPTED, MMAC, LevelContext, Objective
 from principlelab.studies.optuna_setup import (
     HEARTBEAT_GRACE_S,
+    logical_trials,
     make_pruner,
     make_sampler,
     make_storage,
@@ -263,8 +264,8 @@ class CampaignRunner(CampaignPromotion):
         trials = study.get_trials(deepcopy=False)
         self.update_progress(progress, trials, ctx)
         waiting = any(t.state == TrialState.WAITING for t in trials)
-        logical = len(trials) - sum(1 for t in trials if "failed_trial" in t.system_attrs)
-        budget_left = (target is None or logical < target) and (deadline is None or time.monotonic() < deadline)
+        budget_left = ((target is None or logical_trials(trials) < target)
+                       and (deadline is None or time.monotonic() < deadline))
         return waiting or (ctx.level_index == 0 and budget_left)
 
     def abandon(self, study: optuna.Study, number: int, reason: str) -> None:
@@ -322,9 +323,9 @@ class CampaignRunner(CampaignPromotion):
     def update_progress(self, progress: LevelProgress, trials: list[optuna.trial.FrozenTrial],
                         ctx: LevelContext) -> None:
         finished = [t for t in trials if t.state.is_finished()]
-        progress.done = len(finished) - sum(1 for t in finished if "failed_trial" in t.system_attrs)
+        progress.done = logical_trials(finished)
         if ctx.level_index > 0:
-            progress.target = len(trials) - sum(1 for t in trials if "failed_trial" in t.system_attrs)
+            progress.target = logical_trials(trials)
         progress.running = sum(1 for t in trials if t.state == TrialState.RUNNING)
         values = [t.value for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
         progress.best = max(values) if values else None

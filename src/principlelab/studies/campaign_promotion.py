@@ -20,7 +20,7 @@ from principlelab.core.recipe import SLOTS
 from principlelab.studies.campaign_file import CampaignSpec
 from principlelab.studies.db import LeaderboardDB
 from principlelab.studies.objective import LevelContext
-from principlelab.studies.optuna_setup import HEARTBEAT_GRACE_S
+from principlelab.studies.optuna_setup import HEARTBEAT_GRACE_S, is_retry
 from principlelab.studies.promotion import Candidate, pareto, top_k
 from principlelab.studies.space import SearchSpace
 
@@ -53,7 +53,7 @@ class CampaignPromotion:
         chosen = (top_k if rule.rule == "top_k" else pareto)(self.candidates(lower), rule.k)
         enqueued: dict[str, set[int]] = defaultdict(set)
         for trial in study.get_trials(deepcopy=False):
-            if "recipe_key" in trial.user_attrs and "failed_trial" not in trial.system_attrs:
+            if "recipe_key" in trial.user_attrs and not is_retry(trial):
                 enqueued[trial.user_attrs["recipe_key"]].add(int(trial.user_attrs["seed"]))
         for candidate in chosen:
             won = self.db.record_promotion(lower.study_version_id, upper.study_version_id, candidate.recipe_key,

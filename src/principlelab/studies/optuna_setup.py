@@ -69,6 +69,16 @@ def retry_callback(max_retry: int = 3) -> Callable[..., None]:
     return retry
 
 
+def is_retry(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether ``trial`` is a retry made by :func:`retry_callback` (its ``failed_trial`` attribute)."""
+    return "failed_trial" in trial.system_attrs
+
+
+def logical_trials(trials: list[optuna.trial.FrozenTrial]) -> int:
+    """How many trials ``trials`` holds with each trial and its retries counted once."""
+    return sum(1 for t in trials if not is_retry(t))
+
+
 def make_storage(url: str, failed_trial_callback: Callable[..., Any] | None = None, *,
                  kind: str = "journal") -> optuna.storages.BaseStorage:
     """The Optuna storage of a campaign on ``url``, with heartbeats (a killed worker's trial is retried).
