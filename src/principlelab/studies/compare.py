@@ -71,11 +71,13 @@ def compare(db: LeaderboardDB, *, campaign: str, a: str, b: str, metric: str = "
         if label_a == label_b:
             raise ConfigError(f"compare: A and B are the same ({label_a}); name two different principles or recipes")
         keys, level = _one_level(sorted(set(cells_a) & set(cells_b)), level, level_order)
-        versions = sorted(session.scalars(
-            select(StudyVersionRow.version).distinct().join(RunRow, RunRow.study_version_id == StudyVersionRow.id)
-            .where(*base, RunRow.level == level, conds[0] | conds[1]))) if keys else []
-        ids_a, ids_b = ({*session.scalars(select(RunRow.id).where(*base, RunRow.level == level, cond))}
-                        if keys else set() for cond in conds)
+        # each side's runs at the compared level: (run id, study version)
+        at_level = [dict(session.execute(
+            select(RunRow.id, StudyVersionRow.version)
+            .join(StudyVersionRow, StudyVersionRow.id == RunRow.study_version_id)
+            .where(*base, RunRow.level == level, cond)).all()) if keys else {} for cond in conds]
+    ids_a, ids_b = set(at_level[0]), set(at_level[1])
+    versions = sorted({*at_level[0].values(), *at_level[1].values()})
     if ids_a and ids_a == ids_b:
         raise ConfigError(f"compare: A ({label_a}) and B ({label_b}) select the same {len(ids_a)} runs at fidelity "
                           f"{level!r}; a paired test of runs against themselves says nothing")
