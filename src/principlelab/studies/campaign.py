@@ -21,7 +21,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,7 @@ from principlelab.studies.optuna_setup import (
     rung_base,
 )
 from principlelab.studies.promotion import RankCorrelation, rank_correlation
+from principlelab.studies.runner_lock import campaign_runner_lock
 from principlelab.studies.sample_ahead import PRUNERS as SAMPLE_AHEAD_PRUNERS
 from principlelab.studies.sample_ahead import can_sample_ahead, forks_here, run_level_sampled_ahead
 from principlelab.studies.space import SearchSpace
@@ -140,12 +141,29 @@ class CampaignRunner(CampaignPromotion):
             for level in spec.levels:
                 with _names_the_section(spec.name, f"tasks ({task!r} at level {level.name!r})"):
                     load_task(task, fidelity=level.fidelity(), seed=spec.seed)
-        self.db = LeaderboardDB(url)
-        self.campaign = self.db.get_or_create_campaign(spec.name, file_hash(text), text, data_hashes(spec.tasks))
-        self.recorder = StaleTrialRecorder(self.db)
-        self.storage = make_storage(url, failed_trial_callback=self.recorder, kind=spec.optuna_storage)
+        self._held = ExitStack()  # SQLite: this campaign's runner lock, from before the first write to close()
+        try:
+            self._held.enter_context(campaign_runner_lock(url, spec.name))
+            self.db = LeaderboardDB(url)
+            self.campaign = self.db.get_or_create_campaign(spec.name, file_hash(text), text, data_hashes(spec.tasks))
+            self.recorder = StaleTrialRecorder(self.db)
+            self.storage = make_storage(url, failed_trial_callback=self.recorder, kind=spec.optuna_storage)
+        except BaseException:
+            self._held.close()
+            raise
         self.progress = progress or (lambda _: None)
         self.outcome = CampaignOutcome()
+
+    def close(self) -> None:
+        """Release the campaign's runner lock (:mod:`~principlelab.studies.runner_lock`); the process's end
+        releases it too."""
+        self._held.close()
+
+    def __enter__(self) -> CampaignRunner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @classmethod
     def from_storage(cls, name: str, url: str, **kwargs: Any) -> CampaignRunner:
