@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import io
 import struct
 import zipfile
 from pathlib import Path
@@ -58,39 +59,49 @@ def file_stamps(spec: str) -> tuple[object, ...]:
     return tuple(stamps)
 
 
-def file_digest(spec: str) -> str:
-    """SHA-256 (hex) of the bytes of the file(s) named by ``spec``, in order: what the data is, wherever
-    it lies and whatever its time stamps (a campaign stores it to notice changed data on a rerun)."""
-    digest = hashlib.sha256()
-    for path in resolve_paths(spec):
-        with path.open("rb") as handle:
-            digest.update(hashlib.file_digest(handle, "sha256").digest())
-    return digest.hexdigest()
-
-
-def load_file_task(spec: str) -> RawTask:
-    """Load ``spec`` (the task name without ``file:``) as a :class:`RawTask`."""
+def read_file_task(spec: str) -> tuple[RawTask, str]:
+    """Load ``spec`` (the task name without ``file:``) as a :class:`RawTask`, with the SHA-256 (hex) of
+    the bytes it was parsed from (of each file's SHA-256, in order): what the data is, wherever it lies
+    and whatever its time stamps. Each file is read once, so the digest is that of the data loaded,
+    even if the file is replaced meanwhile (a campaign stores it to notice changed data)."""
     paths = resolve_paths(spec)
+    contents = [_read_bytes(path) for path in paths]
+    digest = hashlib.sha256()
+    for content in contents:
+        digest.update(hashlib.sha256(content).digest())
     if len(paths) == 2:
-        x, y = _read_idx(paths[0]), _read_idx(paths[1])
+        x, y = _read_idx(paths[0], contents[0]), _read_idx(paths[1], contents[1])
         if x.ndim != 3 or y.ndim != 1:
             raise TaskDataError(
                 f"IDX files {spec!r}: need [N, H, W] images then [N] labels, got {x.shape} and {y.shape}"
             )
         scaled = x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0)
-        return _assemble(spec, {"X": scaled, "y": y}, (x.shape[1], x.shape[2]))
+        return _assemble(spec, {"X": scaled, "y": y}, (x.shape[1], x.shape[2])), digest.hexdigest()
     if paths[0].suffix.lower() == ".csv":
-        return _assemble(spec, _read_csv(paths[0]), None)
-    arrays = _read_npz(paths[0])
+        return _assemble(spec, _read_csv(paths[0], contents[0]), None), digest.hexdigest()
+    arrays = _read_npz(paths[0], contents[0])
     x = arrays["X"]
-    return _assemble(spec, arrays, tuple(int(s) for s in x.shape[1:]) if x.ndim > 2 else None)
+    return _assemble(spec, arrays, tuple(int(s) for s in x.shape[1:]) if x.ndim > 2 else None), digest.hexdigest()
 
 
-def _read_npz(path: Path) -> dict[str, Array]:
-    if not zipfile.is_zipfile(path):
+def load_file_task(spec: str) -> RawTask:
+    """Load ``spec`` (the task name without ``file:``) as a :class:`RawTask`."""
+    return read_file_task(spec)[0]
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise TaskDataError(f"task file {str(path)!r} cannot be read ({type(exc).__name__}: "
+                            f"{exc.strerror or exc}); check its permissions") from None
+
+
+def _read_npz(path: Path, content: bytes) -> dict[str, Array]:
+    if not zipfile.is_zipfile(io.BytesIO(content)):
         raise TaskDataError(f"task file {str(path)!r} is not a .npz (zip) archive; save it with numpy.savez")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(io.BytesIO(content), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except Exception as exc:  # a member that is not a valid .npy fails in several ways inside numpy
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())
@@ -115,13 +126,13 @@ def _read_npz(path: Path) -> dict[str, Array]:
     return arrays
 
 
-def _read_csv(path: Path) -> dict[str, Array]:
+def _read_csv(path: Path, content: bytes) -> dict[str, Array]:
     try:  # utf-8-sig: a spreadsheet's byte-order mark must not become part of the first column's name
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = [row for row in csv.reader(fh) if any(cell.strip() for cell in row)]
+        text = content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise TaskDataError(f"task file {str(path)!r} is not UTF-8 text ({undecodable_byte(exc)}); save the CSV "
                             "as UTF-8") from None
+    rows = [row for row in csv.reader(io.StringIO(text, newline="")) if any(cell.strip() for cell in row)]
     if len(rows) < 2:
         raise TaskDataError(
             f"task file {str(path)!r} has no data rows; it needs a header row then numeric rows"
@@ -172,11 +183,10 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _read_idx(path: Path) -> Array:
+def _read_idx(path: Path, content: bytes) -> Array:
     gzipped = path.suffix.lower() == ".gz"
     try:
-        with (gzip.open if gzipped else open)(path, "rb") as fh:
-            data = fh.read()
+        data = gzip.decompress(content) if gzipped else content
     except (OSError, EOFError) as exc:  # not gzip, or cut short
         kind = "gzip-compressed IDX" if gzipped else "IDX"
         raise TaskDataError(f"IDX file {str(path)!r} is not a readable {kind} file ({type(exc).__name__}: "

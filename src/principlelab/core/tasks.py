@@ -82,6 +82,7 @@ class RawTask:
 
 _TASKS: dict[str, tuple[Callable[[], RawTask], str]] = {}
 _RAW_CACHE: dict[tuple[object, ...], RawTask] = {}
+_PINNED: dict[tuple[str, str], tuple[RawTask, str, int]] = {}  # (name, cwd) -> raw data, digest, holds
 
 
 def register_task(
@@ -109,6 +110,40 @@ def known_tasks() -> dict[str, str]:
 def clear_task_cache() -> None:
     """Forget the in-process raw data of every task (the on-disk mnist1d cache is kept)."""
     _RAW_CACHE.clear()
+
+
+def pin_file_task(name: str) -> tuple[str, Callable[[], None]]:
+    """Read ``file:`` task ``name``'s data once and keep it: until the returned release function is
+    called, :func:`load_task` returns this data for ``name`` (relative paths: from the current
+    directory), even if the file changes or disappears meanwhile. Returns the SHA-256 of the bytes read
+    (:func:`~principlelab.core.task_files.read_file_task`) and the release function. A campaign pins
+    its data files for its whole run, so every trial trains on the data whose digest it stored."""
+    from principlelab.core import task_files
+
+    if not name.startswith(FILE_PREFIX):
+        raise ConfigError(f"only file: tasks are pinned, not {name!r}")
+    key = (name, os.getcwd())
+    if key in _PINNED:
+        raw, digest, holds = _PINNED[key]
+    else:
+        raw, digest = task_files.read_file_task(name[len(FILE_PREFIX) :])
+        raw, holds = _checked(name, raw), 0
+    _PINNED[key] = (raw, digest, holds + 1)
+
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if released:
+            return
+        released = True
+        raw, digest, holds = _PINNED[key]
+        if holds > 1:
+            _PINNED[key] = (raw, digest, holds - 1)
+        else:
+            del _PINNED[key]
+
+    return digest, release
 
 
 def load_task(name: str, *, fidelity: Fidelity | str | dict[str, Any], seed: int) -> TaskData:
@@ -168,6 +203,10 @@ def _raw_task(name: str) -> RawTask:
     """The (in-process cached) raw data of ``name``, validated."""
     if name.startswith(FILE_PREFIX):
         from principlelab.core import task_files
+
+        pinned = _PINNED.get((name, os.getcwd()))
+        if pinned is not None:
+            return pinned[0]
 
         spec = name[len(FILE_PREFIX) :]
         key: tuple[object, ...] = (name, *task_files.file_stamps(spec))

@@ -30,9 +30,9 @@ from optuna.trial import TrialState
 from sqlalchemy import text
 
 from principlelab.core.recipe import SLOTS
-from principlelab.core.tasks import load_task
+from principlelab.core.tasks import FILE_PREFIX, load_task, pin_file_task
 from principlelab.errors import ConfigError, TaskDataError, UnknownNameError
-from principlelab.studies.campaign_file import CampaignSpec, data_hashes, file_hash, parse_campaign
+from principlelab.studies.campaign_file import CampaignSpec, file_hash, parse_campaign
 from principlelab.studies.campaign_promotion import CampaignPromotion
 from principlelab.studies.db import LeaderboardDB
 from principlelab.studies.objective import INTERRUPTED, MMAC, LevelContext, Objective
@@ -137,15 +137,12 @@ class CampaignRunner(CampaignPromotion):
         self.registry = registry or get_registry()
         with _names_the_section(spec.name, "[search]"):
             self.space = SearchSpace(self.registry, spec.search.principles(), spec.search.fixed)
-        for task in spec.tasks:  # a bad task name or data file fails here, before anything is written
-            for level in spec.levels:
-                with _names_the_section(spec.name, f"tasks ({task!r} at level {level.name!r})"):
-                    load_task(task, fidelity=level.fidelity(), seed=spec.seed)
-        self._held = ExitStack()  # SQLite: this campaign's runner lock, from before the first write to close()
+        self._held = ExitStack()  # the data files' pins, and on SQLite the runner lock, until close()
         try:
+            self._data_hashes = self._load_tasks()
             self._held.enter_context(campaign_runner_lock(url, spec.name))
             self.db = LeaderboardDB(url)
-            self.campaign = self.db.get_or_create_campaign(spec.name, file_hash(text), text, data_hashes(spec.tasks))
+            self.campaign = self.db.get_or_create_campaign(spec.name, file_hash(text), text, self._data_hashes)
             self.recorder = StaleTrialRecorder(self.db)
             self.storage = make_storage(url, failed_trial_callback=self.recorder, kind=spec.optuna_storage)
         except BaseException:
@@ -154,9 +151,24 @@ class CampaignRunner(CampaignPromotion):
         self.progress = progress or (lambda _: None)
         self.outcome = CampaignOutcome()
 
+    def _load_tasks(self) -> dict[str, str]:
+        """Load every task at every level, so that a bad task name or data file fails before anything is
+        written, and pin each ``file:`` task's data for this run (:func:`~principlelab.core.tasks.pin_file_task`:
+        every trial trains on the bytes read here, whatever happens to the file meanwhile). Returns
+        ``{file: task: SHA-256 of its data}``, which the campaign stores and compares."""
+        hashes: dict[str, str] = {}
+        for task in self.spec.tasks:
+            for level in self.spec.levels:
+                with _names_the_section(self.spec.name, f"tasks ({task!r} at level {level.name!r})"):
+                    if task.startswith(FILE_PREFIX) and task not in hashes:
+                        hashes[task], release = pin_file_task(task)
+                        self._held.callback(release)
+                    load_task(task, fidelity=level.fidelity(), seed=self.spec.seed)
+        return hashes
+
     def close(self) -> None:
-        """Release the campaign's runner lock (:mod:`~principlelab.studies.runner_lock`); the process's end
-        releases it too."""
+        """Release the campaign's data files (see :meth:`_load_tasks`) and, on SQLite, its runner lock
+        (:mod:`~principlelab.studies.runner_lock`); the process's end releases the lock too."""
         self._held.close()
 
     def __enter__(self) -> CampaignRunner:

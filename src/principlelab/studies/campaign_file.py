@@ -166,11 +166,3 @@ def load_campaign(path: str | Path) -> tuple[CampaignSpec, str]:
 def file_hash(text: str) -> str:
     """The identity of a campaign file's content (whitespace and comments count)."""
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def data_hashes(tasks: list[str]) -> dict[str, str]:
-    """``{task: sha256 of its data}`` for each ``file:`` task (built-in tasks are generated, not read)."""
-    from principlelab.core.task_files import file_digest
-    from principlelab.core.tasks import FILE_PREFIX
-
-    return {task: file_digest(task.removeprefix(FILE_PREFIX)) for task in tasks if task.startswith(FILE_PREFIX)}
