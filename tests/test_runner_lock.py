@@ -97,3 +97,13 @@ def test_other_databases_take_no_lock(tmp_path: Path, monkeypatch: pytest.Monkey
         with campaign_runner_lock(url, "c"), campaign_runner_lock(url, "c"):
             pass
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_database_in_a_missing_folder_is_still_the_databases_one_line_error(tmp_path: Path):
+    """The lock file cannot be made there either: no lock, and opening the database says what to fix."""
+    path = write(tmp_path, small("tiny", trials=1))
+    url = f"sqlite:///{tmp_path / 'nope' / 'x.db'}"
+    line = error_line(invoke("campaign", "run", str(path), "--storage", url))
+    assert line == (f"plab: error: cannot open database {url}: unable to open database file; check that "
+                    f"{tmp_path / 'nope'} exists and is writable, or pass another --storage")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["campaign.toml"]

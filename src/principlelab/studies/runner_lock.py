@@ -62,7 +62,11 @@ def campaign_runner_lock(url: str, campaign: str) -> Iterator[None]:
     key = (path, offset)
     if key not in _HELD:
         if path not in _OPEN:
-            _OPEN[path] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                _OPEN[path] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError:  # no such folder, or not writable: opening the database says so, in its words
+                yield
+                return
         try:
             fcntl.lockf(_OPEN[path], fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
         except OSError as exc:
