@@ -29,7 +29,6 @@ import optuna
 from optuna.trial import TrialState
 from sqlalchemy import text
 
-from principlelab.core.recipe import SLOTS
 from principlelab.core.tasks import FILE_PREFIX, load_task, pin_file_task
 from principlelab.errors import ConfigError, TaskDataError, UnknownNameError
 from principlelab.studies.campaign_file import CampaignSpec, file_hash, parse_campaign
@@ -37,12 +36,10 @@ from principlelab.studies.campaign_promotion import CampaignPromotion
 from principlelab.studies.db import LeaderboardDB
 from principlelab.studies.objective import INTERRUPTED, MMAC, LevelContext, Objective
 from principlelab.studies.optuna_setup import (
-    HEARTBEAT_GRACE_S,
     logical_trials,
     make_pruner,
     make_sampler,
     make_storage,
-    retry_callback,
     rung_base,
 )
 from principlelab.studies.promotion import RankCorrelation, rank_correlation
@@ -50,7 +47,7 @@ from principlelab.studies.runner_lock import campaign_runner_lock
 from principlelab.studies.sample_ahead import PRUNERS as SAMPLE_AHEAD_PRUNERS
 from principlelab.studies.sample_ahead import can_sample_ahead, forks_here, run_level_sampled_ahead
 from principlelab.studies.space import SearchSpace
-from principlelab.studies.tables import RETRIED
+from principlelab.studies.stale_trials import StaleTrialRecorder
 
 ProgressFn = Callable[["LevelProgress"], None]
 
@@ -74,35 +71,6 @@ class CampaignOutcome:
 
     correlations: dict[tuple[str, str, str], RankCorrelation] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-
-
-class StaleTrialRecorder:
-    """Optuna's retry of a trial whose worker died, plus a ``failed`` run row saying so."""
-
-    def __init__(self, db: LeaderboardDB) -> None:
-        self.db = db
-        self.retry = retry_callback(max_retry=3)
-        self.contexts: dict[str, LevelContext] = {}
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
-                 reason: str = f"worker lost: no heartbeat for {HEARTBEAT_GRACE_S} s; {RETRIED}", *,
-                 counted: bool = True) -> None:
-        """``counted=False``: an interruption, which does not use up the trial's retries."""
-        self.retry(study, trial, counted=counted)
-        ctx = self.contexts.get(study.study_name)
-        if ctx is None:
-            return
-        principles = trial.user_attrs.get("principles", {})
-        row: dict[str, Any] = {"trial_number": trial.number, "status": "failed", "failure_reason": reason,
-                               "campaign_id": ctx.campaign_id, "study_version_id": ctx.study_version_id,
-                               "optuna_study_name": ctx.study_name, "task": ctx.task, "level": ctx.level.name,
-                               "seed": int(trial.user_attrs.get("seed", ctx.spec.seed)),
-                               "space_fingerprint": ctx.space.fingerprint, "wall_s": 0.0, "growth_event_count": 0,
-                               "recipe_key": trial.user_attrs.get("recipe_key", ""), "recipe_json": {}}
-        for slot in SLOTS:
-            row[slot] = principles.get(slot, trial.params.get(slot, ""))
-            row[f"{slot}_config"] = {}
-        self.db.record_run(row, [])
 
 
 @contextmanager
@@ -139,10 +107,10 @@ class CampaignRunner(CampaignPromotion):
             self.space = SearchSpace(self.registry, spec.search.principles(), spec.search.fixed)
         self._held = ExitStack()  # the data files' pins, and on SQLite the runner lock, until close()
         try:
-            self._data_hashes = self._load_tasks()
+            hashes = self._load_tasks()
             self._held.enter_context(campaign_runner_lock(url, spec.name))
             self.db = LeaderboardDB(url)
-            self.campaign = self.db.get_or_create_campaign(spec.name, file_hash(text), text, self._data_hashes)
+            self.campaign = self.db.get_or_create_campaign(spec.name, file_hash(text), text, hashes)
             self.recorder = StaleTrialRecorder(self.db)
             self.storage = make_storage(url, failed_trial_callback=self.recorder, kind=spec.optuna_storage)
         except BaseException:
