@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,13 @@ def test_one_process_may_hold_a_campaign_twice_and_keeps_it_until_the_last_relea
             assert not other_process_can_take_it()
         assert not other_process_can_take_it()
     assert other_process_can_take_it()
+    first, second = ExitStack(), ExitStack()  # released in the other order (runners collected in any order)
+    first.enter_context(campaign_runner_lock(url, "c"))
+    second.enter_context(campaign_runner_lock(url, "c"))
+    first.close()
+    assert not other_process_can_take_it()
+    second.close()
+    assert other_process_can_take_it()
     assert lock_file_of(tmp_path / "x.db").exists() and not (tmp_path / "x.db").exists()  # the database untouched
 
 
@@ -107,3 +115,33 @@ def test_a_database_in_a_missing_folder_is_still_the_databases_one_line_error(tm
     assert line == (f"plab: error: cannot open database {url}: unable to open database file; check that "
                     f"{tmp_path / 'nope'} exists and is writable, or pass another --storage")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["campaign.toml"]
+
+
+@pytest.mark.postgres
+def test_a_second_coordinator_on_postgresql_is_pointed_to_plab_worker_and_writes_nothing(
+        pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """PostgreSQL: a session advisory lock, named by the holder's connection. The refusal waits the grace
+    period (shortened here); a killed holder's session ends with its process, and the next run starts."""
+    from sqlalchemy import create_engine, inspect
+
+    from principlelab.studies import runner_lock
+
+    monkeypatch.setattr(runner_lock, "GRACE_S", 0.5)
+    path = write(tmp_path, small("tiny", trials=1))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, pg_url, "tiny"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        line = error_line(invoke("campaign", "run", str(path), "--storage", pg_url))
+        assert line.startswith(f"plab: error: campaign 'tiny' is already running on {pg_url} (plab campaign run ")
+        assert line.endswith(f":{holder.pid}); to add workers to it, run plab worker --campaign tiny --storage URL "
+                             "(see docs/campaigns.md), or wait for it to finish and rerun")
+        engine = create_engine(pg_url)
+        assert inspect(engine).get_table_names() == []  # nothing written
+        engine.dispose()
+        with campaign_runner_lock(pg_url, "other"):  # another campaign on the same server is not excluded
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    monkeypatch.setattr(runner_lock, "GRACE_S", 10.0)  # the server ends the killed holder's session meanwhile
+    run_campaign(path, "--storage", pg_url)

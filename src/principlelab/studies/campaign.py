@@ -88,12 +88,14 @@ class CampaignRunner(CampaignPromotion):
 
     def __init__(self, spec: CampaignSpec, text: str, url: str, *, registry: Any = None,
                  workers: int = 1, local_workers: int | None = None, progress: ProgressFn | None = None,
-                 sample_ahead: bool | None = None) -> None:
+                 sample_ahead: bool | None = None, coordinator: bool = True) -> None:
         """``workers``: more than one when other workers share the studies (TPE's constant liar);
         ``local_workers``: worker processes on this machine, this one included (default ``workers``);
         ``sample_ahead``: sample each first-level trial in a second process while earlier ones train
         (:mod:`~principlelab.studies.sample_ahead`; with Hyperband, successive halving or no pruner);
-        None (the default): on Linux when the machine has a free core for each local worker's process."""
+        None (the default): on Linux when the machine has a free core for each local worker's process;
+        ``coordinator``: ``plab campaign run`` (False for workers, which join it): holds the campaign's
+        coordinator lock (:mod:`~principlelab.studies.runner_lock`) until :meth:`close`."""
         from principlelab.registry import get_registry
 
         self.spec, self.text, self.url, self.workers = spec, text, url, workers
@@ -105,10 +107,11 @@ class CampaignRunner(CampaignPromotion):
         self.registry = registry or get_registry()
         with _names_the_section(spec.name, "[search]"):
             self.space = SearchSpace(self.registry, spec.search.principles(), spec.search.fixed)
-        self._held = ExitStack()  # the data files' pins, and on SQLite the runner lock, until close()
+        self._held = ExitStack()  # the data files' pins and the coordinator lock, until close()
         try:
             hashes = self._load_tasks()
-            self._held.enter_context(campaign_runner_lock(url, spec.name))
+            if coordinator:
+                self._held.enter_context(campaign_runner_lock(url, spec.name))
             self.db = LeaderboardDB(url)
             self.campaign = self.db.get_or_create_campaign(spec.name, file_hash(text), text, hashes)
             self.recorder = StaleTrialRecorder(self.db)
@@ -135,7 +138,7 @@ class CampaignRunner(CampaignPromotion):
         return hashes
 
     def close(self) -> None:
-        """Release the campaign's data files (see :meth:`_load_tasks`) and, on SQLite, its runner lock
+        """Release the campaign's data files (see :meth:`_load_tasks`) and its coordinator lock
         (:mod:`~principlelab.studies.runner_lock`); the process's end releases the lock too."""
         self._held.close()
 
@@ -149,7 +152,8 @@ class CampaignRunner(CampaignPromotion):
     def from_storage(cls, name: str, url: str, **kwargs: Any) -> CampaignRunner:
         """Join a campaign already in ``url`` (for ``plab worker``): its file is stored there."""
         text = LeaderboardDB(url, create=False).require_campaign(name).spec_json
-        return cls(parse_campaign(text, source=f"campaign {name!r} in the database"), text, url, **kwargs)
+        return cls(parse_campaign(text, source=f"campaign {name!r} in the database"), text, url, coordinator=False,
+                   **kwargs)
 
     # ----------------------------------------------------------------------------- studies
     def context(self, task: str, level_index: int) -> LevelContext:
