@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from principlelab.core.network import Network
-from principlelab.core.principles import Composition, PrincipleConfig
+from principlelab.core.principles import Composition, Firing, PrincipleConfig
 from principlelab.core.recipe import make_recipe
 from principlelab.core.signals import Signals
 from principlelab.core.tasks import load_task
@@ -21,6 +21,7 @@ from principlelab.plugins.connectivity.dense import Dense
 from principlelab.plugins.growth.none import NoGrowth
 from principlelab.plugins.learning.forward_forward import ForwardForward, goodness, layer_loss, normalise
 from principlelab.plugins.trigger.never import Never
+from principlelab.registry import get_registry
 from principlelab.testing import LearningRuleConformance
 from principlelab.testing.tiny import check_compatible
 
@@ -333,6 +334,48 @@ def test_skip_edge_into_hidden_layer_is_trained_locally() -> None:
     train_steps(ff, net, x, torch.arange(16) % 3, 3, batch=8)
     assert bool(net.skips[(1, 3)].weight.detach().abs().sum() > 0)
     assert not bool(net.skips[(2, 4)].weight.detach().any())
+
+
+def test_keeps_function_only_for_changes_that_add_no_unit() -> None:
+    """A zero skip edge keeps FF's scores; units with zero outgoing weights (function-preserving for the
+    network's output) add their own goodness and change the next layer's normalisation, so they do not."""
+    net = Network([6, 8, 8, 8, 3], generator=torch.Generator().manual_seed(0))
+    ff = ForwardForward()
+    ff.setup(net, COMP)
+    x = torch.randn(16, 6, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        before = ff.predict(net, COMP, x)
+    [skip] = net.add_skip(1, 3)
+    ff.on_growth(net, COMP, net.pop_param_remap())
+    with torch.no_grad():
+        torch.testing.assert_close(ff.predict(net, COMP, x), before, atol=1e-6, rtol=0)
+    assert skip.function_preserving and ff.keeps_function(skip)
+    [units] = net.add_units(2, 2, init="zero", generator=torch.Generator().manual_seed(1))
+    ff.on_growth(net, COMP, net.pop_param_remap())
+    with torch.no_grad():
+        changed = float((ff.predict(net, COMP, x) - before).abs().max())
+    assert units.function_preserving and not ff.keeps_function(units) and changed > 1e-3
+
+
+@pytest.mark.parametrize("growth", ["random", "extrema", "katz"])
+def test_trainer_records_growth_that_changed_the_scores_as_not_preserving(growth: str) -> None:
+    """Under FF a growth event's ``function_preserving`` says whether the run's scores were kept (before,
+    every unit-adding event said True while katz's relays changed 40 of 64 predictions after one epoch)."""
+    recipe = make_recipe({"task": "digits", "fidelity": {"name": "f", "epochs": 1}, "network": {"hidden": [32, 32]},
+                          "learning": "forward_forward", "trigger": "every_k", "growth": growth})
+    trainer = Trainer(recipe, get_registry().instantiate(recipe),
+                      load_task("digits", fidelity=recipe.fidelity, seed=0))
+    trainer.run()
+    x = trainer.task.x_val[:64]
+    with torch.no_grad():
+        before = trainer.learning.predict(trainer.net, trainer.composition, x)
+    events = trainer._grow(Firing(reason="test"), epoch=0)
+    with torch.no_grad():
+        after = trainer.learning.predict(trainer.net, trainer.composition, x)
+    assert events and all(e.units > 0 for e in events)
+    assert float((after - before).abs().max()) > 1e-3
+    assert [e.function_preserving for e in events] == [False] * len(events)
+    assert all(not e.function_preserving for e in trainer.net.events)
 
 
 # ------------------------------------------------------------------------------- bookkeeping

@@ -143,6 +143,12 @@ class LearningRule(Principle):
     def on_growth(self, net: Network, composition: Composition, remap: ParamRemap) -> None:
         """The network changed shape: carry optimizer state of existing weights over (see remap)."""
 
+    def keeps_function(self, event: GrowthEvent) -> bool:
+        """Whether this rule's predictions are unchanged by ``event``, a structural change just made; the
+        trainer records the answer as the event's ``function_preserving``. Default: the event's own claim,
+        which is about the network's output. A rule whose readout reads more than that overrides it."""
+        return event.function_preserving
+
 
 @dataclass(frozen=True)
 class Firing:

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from principlelab.core.events import GrowthEvent
 from principlelab.core.network import ACTIVATIONS, Block, Network, ParamRemap
 from principlelab.core.optim import migrate_optimizer
 from principlelab.core.principles import Composition, LearningRule, PrincipleConfig
@@ -152,6 +153,13 @@ class ForwardForward(LearningRule):
         group = self.optimizer.param_groups[0]
         if group.get("fused") and not _fusable(params):
             group["fused"] = False
+
+    def keeps_function(self, event: GrowthEvent) -> bool:
+        """Only a change that adds no unit keeps FF's scores: a new unit adds its own activity to its layer's
+        goodness, and the next layer reads its layer normalised over the new width, whatever its init (zero
+        outgoing weights included). So ``add_units`` and ``add_layer`` change the predictions; a zero skip
+        edge or highway, a freeze and a snapshot do not."""
+        return event.function_preserving and event.units == 0
 
     # ------------------------------------------------------------------------------ compute
     def _first_base(self, net: Network, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
