@@ -375,3 +375,31 @@ def test_importance_counts_a_retried_trial_once_as_campaign_status_does():
     assert len(study.trials) == 5
     importance = study_importance(storage, "s")
     assert (importance.n_complete, importance.n_total) == (4, 4)
+
+
+def test_coarse_vs_fine_counts_each_promoted_recipe_once_after_a_study_version_change():
+    """After a new study version (v2) the panel listed each promoted recipe twice (v1's promotion and v2's), each
+    with the fine mean over both versions' runs, so its correlation had 6 points and p = 0.0222 where the
+    campaign printed 3 and p = 0.333. It now reads the fine level's newest version, as the campaign does."""
+    from principlelab.studies.db import PromotionRow, StudyVersionRow
+
+    versions = [StudyVersionRow(id=i, task="digits", level=level, level_index=index, version=version)
+                for i, (level, index, version) in enumerate(
+                    [("coarse", 0, 1), ("fine", 1, 1), ("coarse", 0, 2), ("fine", 1, 2)], start=1)]
+    keys = ["a" * 16, "b" * 16, "c" * 16]
+    promotions = [PromotionRow(id=len(keys) * (to // 4) + i, from_study_version_id=to - 1, to_study_version_id=to,
+                               recipe_key=key, source_value=0.5 + 0.1 * i)
+                  for to in (2, 4) for i, key in enumerate(keys)]
+    runs = [RunRow(id=100 * sv + 10 * i + seed, task="digits", level="fine", status="complete", study_version_id=sv,
+                   recipe_key=key, seed=seed, objective=0.6 + 0.1 * i + (0.05 if sv == 4 else 0.0) + 0.01 * seed,
+                   connectivity="dense", learning="backprop", trigger="never", growth="none",
+                   composition="sequential")
+            for sv in (2, 4) for i, key in enumerate(keys) for seed in (0, 1)]
+    data = report_data.CampaignData("c", "sqlite://", "", versions, runs, {}, promotions, ["digits"],
+                                    ["coarse", "fine"])
+    (pair,) = report_data.promotions(data, "digits")
+    assert pair.promoted == 3
+    assert [pt.recipe_key for pt in pair.points] == keys
+    assert [pt.n for pt in pair.points] == [2, 2, 2]
+    assert [round(pt.fine_mean, 6) for pt in pair.points] == [0.655, 0.755, 0.855]  # v2's runs only
+    assert (pair.corr.n, round(pair.corr.spearman_p, 3)) == (3, 0.333)

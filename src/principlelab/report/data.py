@@ -202,17 +202,22 @@ class Promotion:
 
 
 def promotions(data: CampaignData, task: str) -> list[Promotion]:
-    """Per consecutive level pair of ``task``: promoted recipes' lower value vs their upper mean objective."""
+    """Per consecutive level pair of ``task``: promoted recipes' lower value vs their upper mean objective.
+
+    Only the upper level's newest study version counts (its promotions and its runs), as in the correlation a
+    (resumed) campaign prints: each study version promotes on its own, so pooling versions listed a recipe once
+    per version and averaged its runs over all of them."""
     by_id = {sv.id: sv for sv in data.versions}
     out = []
     for lower, upper in zip(data.levels, data.levels[1:]):
-        promoted = [p for p in data.promotions if by_id[p.to_study_version_id].task == task
-                    and by_id[p.to_study_version_id].level == upper
+        newest = max((sv for sv in data.versions if sv.task == task and sv.level == upper),
+                      key=lambda sv: sv.version, default=None)
+        promoted = [p for p in data.promotions if newest is not None and p.to_study_version_id == newest.id
                     and by_id.get(p.from_study_version_id) is not None
                     and by_id[p.from_study_version_id].level == lower]
         upper_runs: dict[str, list[RunRow]] = defaultdict(list)
         for run in data.runs_at(task, upper):
-            if run.objective is not None:
+            if run.objective is not None and newest is not None and run.study_version_id == newest.id:
                 upper_runs[run.recipe_key].append(run)
         points = []
         for p in promoted:
