@@ -1037,3 +1037,18 @@ def test_ranking_by_a_loss_warns_when_the_losses_may_differ(filled):
     assert code == 0 and "margin loss" in err and json.loads(out)  # stdout stays machine-readable
     code, _, err = invoke("leaderboard", "--storage", db.url, "--metric", "test_accuracy")
     assert code == 0 and "note:" not in err
+
+
+def test_equal_means_tie_whatever_their_rounding(db: LeaderboardDB):
+    """Two recipes with the same mean accuracy (21 of 51 samples) are a tie, ranked by their number of runs, then
+    key. The average of 21/51, 25/51 and 17/51 is 1 ulp below 21/51 in floating point, so the recipe of one run
+    came first although the other, tied, has three."""
+    b = Builder(db)
+    for seed, correct in enumerate((21, 25, 17)):
+        b.run("aaaaaa2222", seed, correct / 51)
+    b.run("bbbbbb3333", 0, 21 / 51)
+    assert [(r["recipe_key"], r["count"]) for r in query(db, group_by="recipe", top=0)] == [
+        ("aaaaaa2222", 3), ("bbbbbb3333", 1)]
+    assert [r["principle"] for r in query(db, group_by="growth", top=0)] == ["split", "none"]
+    assert [r["recipe_key"] for r in query(db, group_by="recipe", metric="test_loss", top=0)] == [
+        "aaaaaa2222", "bbbbbb3333"]

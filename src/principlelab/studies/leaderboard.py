@@ -12,7 +12,7 @@ import math
 import tomllib
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, cast, func, select
+from sqlalchemy import ColumnElement, Float, Numeric, cast, func, select
 from sqlalchemy.orm import Session
 
 from principlelab.core.recipe import SLOTS
@@ -135,6 +135,17 @@ def order_by_metric(expr: Any, desc: bool) -> Any:
     return expr.desc() if desc else expr.asc()
 
 
+TIE_DIGITS = 12
+"""Decimals a group's mean is ranked by: means equal but for rounding (the average of 21/51, 25/51 and 17/51 is
+1 ulp below 21/51) tie, and the tie goes to more runs, then to the key, as the docs say."""
+
+
+def _ranked_mean(col: Any) -> Any:
+    """A group's mean of ``col`` to :data:`TIE_DIGITS` decimals, for ordering (``round`` needs a numeric on
+    PostgreSQL)."""
+    return func.round(cast(func.avg(cast(col, Float)), Numeric), TIE_DIGITS)
+
+
 def _runs(session: Session, conds: list[ColumnElement[bool]], col: Any, desc: bool,
           limit: int | None) -> list[dict[str, Any]]:
     columns = [getattr(RunRow, name) for name in RUN_COLUMNS if name not in ("campaign", "version")]
@@ -170,7 +181,7 @@ def _by_recipe(session: Session, conds: list[ColumnElement[bool]], metric: str, 
             .where(*conds, col.is_not(None))
             # per campaign too: two campaigns' levels of one name need not be the same fidelity
             .group_by(RunRow.campaign_id, RunRow.recipe_key, RunRow.task, RunRow.level)
-            .order_by(order_by_metric(func.avg(cast(col, Float)), desc), func.count(col).desc(), RunRow.recipe_key,
+            .order_by(order_by_metric(_ranked_mean(col), desc), func.count(col).desc(), RunRow.recipe_key,
                       RunRow.campaign_id)
             .limit(limit))
     groups = session.execute(stmt).all()
@@ -204,7 +215,7 @@ def _by_slot(session: Session, conds: list[ColumnElement[bool]], slot: str, metr
             .where(*conds, col.is_not(None))
             # per campaign too, as recipes: two campaigns' levels of one name need not be the same fidelity
             .group_by(slot_col, RunRow.task, RunRow.level, CampaignRow.id, CampaignRow.name)
-            .order_by(order_by_metric(func.avg(cast(col, Float)), desc), func.count(col).desc(), slot_col,
+            .order_by(order_by_metric(_ranked_mean(col), desc), func.count(col).desc(), slot_col,
                       CampaignRow.id)
             .limit(limit))
     out = []
