@@ -95,7 +95,7 @@ def campaign_run(file: Path, storage: str | None, workers: int, top: int, sample
     console.print(f"campaign {spec.name!r}: {len(spec.tasks)} task(s), levels "
                   f"{' -> '.join(level.name for level in spec.levels)}, storage {runner.db.masked_url}, "
                   f"{runner.space.size_hint()} principle combinations", soft_wrap=True)  # one line in a log
-    with runner, display.progress:  # runner: on SQLite, a second run of this campaign is refused until work ends
+    with runner, display.progress:  # runner: a second plab campaign run of this campaign is refused until work ends
         if workers > 1:
             context = multiprocessing.get_context("spawn")
             processes = [context.Process(target=_worker_entry,

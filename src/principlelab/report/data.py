@@ -212,12 +212,13 @@ def promotions(data: CampaignData, task: str) -> list[Promotion]:
     for lower, upper in zip(data.levels, data.levels[1:]):
         newest = max((sv for sv in data.versions if sv.task == task and sv.level == upper),
                       key=lambda sv: sv.version, default=None)
-        promoted = [p for p in data.promotions if newest is not None and p.to_study_version_id == newest.id
+        newest_id = None if newest is None else newest.id  # no run or promotion has a None id
+        promoted = [p for p in data.promotions if p.to_study_version_id == newest_id
                     and by_id.get(p.from_study_version_id) is not None
                     and by_id[p.from_study_version_id].level == lower]
         upper_runs: dict[str, list[RunRow]] = defaultdict(list)
         for run in data.runs_at(task, upper):
-            if run.objective is not None and newest is not None and run.study_version_id == newest.id:
+            if run.objective is not None and run.study_version_id == newest_id:
                 upper_runs[run.recipe_key].append(run)
         points = []
         for p in promoted:

@@ -19,7 +19,6 @@ import json
 import math
 import sys
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from principlelab.studies.runner_lock import campaign_runner_lock
 from principlelab.studies.sample_ahead import PRUNERS as SAMPLE_AHEAD_PRUNERS
 from principlelab.studies.sample_ahead import can_sample_ahead, forks_here, run_level_sampled_ahead
 from principlelab.studies.space import SearchSpace
+from principlelab.studies.sql_setup import advisory_keys
 from principlelab.studies.stale_trials import StaleTrialRecorder
 
 ProgressFn = Callable[["LevelProgress"], None]
@@ -293,8 +293,7 @@ class CampaignRunner(CampaignPromotion):
         if self.db.backend != "postgresql":
             yield lambda: None
             return
-        key = zlib.crc32(study_name.encode())
-        keys = {"ns": 0x706C6162, "key": key - 2**32 if key >= 2**31 else key}  # two int4 keys
+        keys = advisory_keys(0x706C6162, study_name)  # 'plab'
         conn = self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         held = False
 

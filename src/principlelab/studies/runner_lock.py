@@ -30,9 +30,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import socket
 import time
-import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -45,7 +43,8 @@ from sqlalchemy.pool import NullPool
 
 from principlelab.errors import ConfigError
 from principlelab.studies.forking import forget_at_fork
-from principlelab.studies.sql_setup import mask_url, sqlite_path
+from principlelab.studies.objective import worker_id
+from principlelab.studies.sql_setup import advisory_keys, mask_url, sqlite_path
 
 try:
     import fcntl
@@ -71,11 +70,11 @@ def campaign_runner_lock(url: str, campaign: str) -> Iterator[None]:
     """Hold campaign ``campaign``'s coordinator lock on database ``url`` while the block runs (SQLite
     files and PostgreSQL; nothing elsewhere). Raises :class:`ConfigError`, having written nothing,
     when another process holds it."""
-    database = sqlite_path(url)
+    database, parsed = sqlite_path(url), make_url(url)
     if database is not None:
         where = str(database)
-    elif make_url(url).get_backend_name() == "postgresql":
-        where = make_url(url).render_as_string(hide_password=False)
+    elif parsed.get_backend_name() == "postgresql":
+        where = parsed.render_as_string(hide_password=False)
     else:
         yield
         return
@@ -148,9 +147,8 @@ def _sqlite_holder(descriptor: int, offset: int) -> int | None:
 @contextmanager
 def _postgres_lock(url: str, campaign: str) -> Iterator[bool]:
     """Yields whether the lock is held (False: the server could not be reached)."""
-    crc = zlib.crc32(campaign.encode())
-    keys = {"ns": _NAMESPACE, "key": crc - 2**32 if crc >= 2**31 else crc}
-    name = f"plab campaign run {socket.gethostname()}:{os.getpid()}"
+    keys = advisory_keys(_NAMESPACE, campaign)
+    name = f"plab campaign run {worker_id()}"
     engine = forget_at_fork(create_engine(url, poolclass=NullPool, connect_args={"application_name": name[:63]}))
     try:
         conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")

@@ -14,6 +14,7 @@ import os
 import re
 import sqlite3
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,13 @@ def default_storage_url(explicit: str | None, campaign_storage: str | None = Non
         if candidate:
             return candidate
     return DEFAULT_STORAGE
+
+
+def advisory_keys(namespace: int, name: str) -> dict[str, int]:
+    """The two int4 keys of a PostgreSQL advisory lock on ``name`` in ``namespace``, as query parameters
+    ``ns`` and ``key`` (the name's CRC-32, as a signed int4)."""
+    crc = zlib.crc32(name.encode())
+    return {"ns": namespace, "key": crc - 2**32 if crc >= 2**31 else crc}
 
 
 def mask_url(url: str | URL) -> str:
