@@ -27,7 +27,9 @@ This path needs Optuna 5 (``GATHERS_BY_TRIAL``: Optuna passes the study to ``_ge
 and independent TPE, and follows Optuna 5's ``_sample``. Elsewhere (Optuna 4, multivariate TPE)
 Optuna's own methods run, with only the split cached during this sampler's calls (a wrapper of
 Optuna's private ``_split_trials``; where the installed Optuna has none, the sampler is plain TPE).
-``benchmarks/bench_sampler.py`` measures it (docs/performance.md).
+Under Optuna 5 each parameter's two densities, candidates and acquisition are computed by
+:mod:`principlelab.studies.tpe_density` (Optuna's draws to the bit, its densities to rounding) instead
+of Optuna's estimator objects. ``benchmarks/bench_sampler.py`` measures it (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -45,9 +47,12 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
+from principlelab.studies import tpe_density
+
 __all__ = ["SplitOnceTPESampler"]
 
 _tpe_module = importlib.import_module("optuna.samplers._tpe.sampler")
+_ParzenEstimator = importlib.import_module("optuna.samplers._tpe.parzen_estimator")._ParzenEstimator
 _NUMBER = operator.attrgetter("number")
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 _LIAR_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # as Optuna's _sample
@@ -209,12 +214,26 @@ class SplitOnceTPESampler(TPESampler):
         if len(search_space) != 1 or not self._by_trial(study):
             return super()._sample(study, trial, search_space)  # type: ignore[no-any-return]
         split = self._split_for(study, trial)
+        if self._lean(study):
+            ((name, distribution),) = search_space.items()
+            below = self._get_internal_repr(split.below, search_space, study)[name]
+            above = self._get_internal_repr(split.above, search_space, study)[name]
+            parameters = self._parzen_estimator_parameters
+            value = tpe_density.sample_internal(below, above, distribution, self._rng.rng, self._n_ei_candidates,
+                                                parameters.weights, parameters.prior_weight)
+            return {name: distribution.to_external_repr(value)}
         mpe_below = self._build_parzen_estimator(study, search_space, split.below, handle_below=True)
         mpe_above = self._build_parzen_estimator(study, search_space, split.above, handle_below=False)
         samples_below = mpe_below.sample(self._rng.rng, self._n_ei_candidates)
         acquisition = self._compute_acquisition_func(samples_below, mpe_below, mpe_above)
         sampled = TPESampler._compare(samples_below, acquisition)
         return {name: dist.to_external_repr(sampled[name]) for name, dist in search_space.items()}
+
+    def _lean(self, study: Any) -> bool:
+        """Whether :mod:`~principlelab.studies.tpe_density` computes the densities (Optuna's own estimator
+        class and arguments it covers, one objective); Optuna's estimators otherwise."""
+        return (self._parzen_estimator_cls is _ParzenEstimator and not study._is_multi_objective()
+                and tpe_density.supported(self._parzen_estimator_parameters))
 
     def _get_internal_repr(self, trials: list[FrozenTrial], search_space: dict[str, BaseDistribution],
                            *study_if_given: Any) -> dict[str, np.ndarray]:
