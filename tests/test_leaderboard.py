@@ -1052,3 +1052,35 @@ def test_equal_means_tie_whatever_their_rounding(db: LeaderboardDB):
     assert [r["principle"] for r in query(db, group_by="growth", top=0)] == ["split", "none"]
     assert [r["recipe_key"] for r in query(db, group_by="recipe", metric="test_loss", top=0)] == [
         "aaaaaa2222", "bbbbbb3333"]
+
+
+def check_stds_of_tiny_spreads(db: LeaderboardDB) -> None:
+    """The std of values far from zero with a tiny spread is exact, not what cancellation leaves of the sums (MACs
+    of 1e10 + {0, 1, 2} gave 181); identical values give 0; an ordinary spread is numpy's."""
+    b = Builder(db)
+    accuracies = [0.91, 0.93, 0.96]
+    for seed, acc in enumerate(accuracies):  # MACs 1e10 + seed (the builder's)
+        b.run("aaaaaa1111", seed, acc)
+    for _ in range(3):
+        b.run("aaaaaa2222", 7, 0.5)  # seed 7 each time: the same MACs and accuracy
+    b.run("bbbbbb3333", 0, 0.7, macs=2 * 10**12, params=10**9)
+    b.run("bbbbbb3333", 1, 0.7, macs=2 * 10**12 + 3, params=10**9 + 3)
+    by_key = {r["recipe_key"]: r for r in query(db, group_by="recipe", metric="macs", top=0)}
+    assert by_key["aaaaaa1111"]["std"] == pytest.approx(1.0, rel=1e-12)
+    assert by_key["aaaaaa2222"]["std"] == 0.0
+    assert by_key["bbbbbb3333"]["std"] == pytest.approx(np.std([0, 3], ddof=1), rel=1e-12)
+    by_growth = {r["principle"]: r for r in query(db, group_by="growth", metric="params", top=0)}
+    assert by_growth["random"]["std"] == pytest.approx(1.0, rel=1e-12)
+    assert by_growth["none"]["std"] == pytest.approx(np.std([0, 3], ddof=1), rel=1e-12)
+    by_key = {r["recipe_key"]: r for r in query(db, group_by="recipe", metric="test_accuracy", top=0)}
+    assert by_key["aaaaaa1111"]["std"] == pytest.approx(np.std(accuracies, ddof=1), rel=1e-9)
+    assert by_key["aaaaaa2222"]["std"] == 0.0
+
+
+def test_stds_of_tiny_spreads_are_exact(db: LeaderboardDB):
+    check_stds_of_tiny_spreads(db)
+
+
+@pytest.mark.postgres
+def test_stds_of_tiny_spreads_are_exact_on_postgres(pg_db: LeaderboardDB):
+    check_stds_of_tiny_spreads(pg_db)

@@ -3,13 +3,18 @@ comparisons (:mod:`.compare`) and campaign status (:mod:`.campaign_status`) buil
 functions over a :class:`~principlelab.studies.db.LeaderboardDB`.
 
 Aggregates (mean, sample std, count) are computed in SQL with ``GROUP BY`` (``avg``, ``count`` and a
-sum of squares), so only the top groups travel to Python.
+sum of squares), so only the top groups travel to Python. Where the sum of squares less n times the
+squared mean has cancelled most of its digits (values far from zero with a tiny spread: MACs of 1e10
+and a spread of 1 gave a std of 181), the group's std is computed from its values instead
+(:func:`_exact_stds`).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import tomllib
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Float, Numeric, cast, func, select
@@ -159,24 +164,64 @@ def _runs(session: Session, conds: list[ColumnElement[bool]], col: Any, desc: bo
 def _stats_columns(col: Any, desc: bool) -> list[Any]:
     value = cast(col, Float)
     return [func.count(col).label("n"), func.avg(value).label("mean"),
-            func.sum(value * value).label("sumsq"),
+            func.sum(value * value).label("sumsq"), func.min(value).label("low"), func.max(value).label("high"),
             (func.max(value) if desc else func.min(value)).label("best"),
             func.avg(cast(RunRow.params, Float)).label("params"),
             func.count(RunRow.study_version_id.distinct()).label("versions"),
             func.avg(cast(RunRow.macs, Float)).label("macs")]
 
 
+CANCELLED = 1e-6
+"""A group whose sum of squares less n times the squared mean is below this fraction of the sum of squares
+(a relative spread under about 1e-3) gets its std from its values: the difference has lost most digits."""
+
+
 def _mean_std(row: Any) -> tuple[float, float | None]:
-    """The mean and the sample std (None for one run: a std over one value is undefined, not 0)."""
+    """The mean and the sample std (None for one run: a std over one value is undefined, not 0); NaN
+    where the sums cancelled (see :data:`CANCELLED`) and :func:`_exact_stds` must give it."""
     n, mean, sumsq = int(row.n), float(row.mean), float(row.sumsq)
     if n < 2:
         return mean, None
-    return mean, math.sqrt(max(0.0, (sumsq - n * mean * mean) / (n - 1)))
+    if row.low == row.high:
+        return mean, 0.0
+    spread = sumsq - n * mean * mean
+    if spread <= CANCELLED * sumsq:
+        return mean, math.nan
+    return mean, math.sqrt(spread / (n - 1))
+
+
+def _exact_stds(session: Session, conds: list[ColumnElement[bool]], col: Any, key_columns: Sequence[Any],
+                keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], float]:
+    """The sample std of ``col`` over the runs of each group in ``keys`` (values of ``key_columns``; the
+    first column narrows the query), from the values themselves (:func:`statistics.stdev`, exact sums)."""
+    values: dict[tuple[Any, ...], list[float]] = {key: [] for key in keys}
+    firsts = sorted({key[0] for key in keys})
+    for start in range(0, len(firsts), 500):
+        stmt = (select(*key_columns, cast(col, Float)).where(*conds, col.is_not(None),
+                                                              key_columns[0].in_(firsts[start:start + 500])))
+        for row in session.execute(stmt):
+            found = values.get(tuple(row[:-1]))
+            if found is not None:
+                found.append(float(row[-1]))
+    return {key: statistics.stdev(found) for key, found in values.items()}
+
+
+def _with_exact_stds(session: Session, conds: list[ColumnElement[bool]], col: Any, key_columns: Sequence[Any],
+                     groups: list[Any]) -> list[tuple[float, float | None]]:
+    """``(mean, std)`` of each of ``groups`` (rows with the ``key_columns`` by name, and the sums)."""
+    stats = [_mean_std(group) for group in groups]
+    cancelled = [tuple(getattr(group, c.key) for c in key_columns)
+                 for group, (_, std) in zip(groups, stats, strict=True) if std is not None and math.isnan(std)]
+    if not cancelled:
+        return stats
+    exact = _exact_stds(session, conds, col, key_columns, cancelled)
+    return [(mean, exact[tuple(getattr(group, c.key) for c in key_columns)]) if std is not None and math.isnan(std)
+            else (mean, std) for group, (mean, std) in zip(groups, stats, strict=True)]
 
 
 def _by_recipe(session: Session, conds: list[ColumnElement[bool]], metric: str, col: Any, desc: bool,
                limit: int | None) -> list[dict[str, Any]]:
-    stmt = (select(RunRow.recipe_key, RunRow.task, RunRow.level, *_stats_columns(col, desc),
+    stmt = (select(RunRow.recipe_key, RunRow.task, RunRow.level, RunRow.campaign_id, *_stats_columns(col, desc),
                    func.min(RunRow.id).label("rep_id"))
             .where(*conds, col.is_not(None))
             # per campaign too: two campaigns' levels of one name need not be the same fidelity
@@ -195,9 +240,10 @@ def _by_recipe(session: Session, conds: list[ColumnElement[bool]], metric: str, 
             .where(RunRow.id.in_(ids[start:start + 500])))
         reps.update({row.id: row for row in rows})
     out = []
-    for group in groups:
+    stats = _with_exact_stds(session, conds, col, [RunRow.recipe_key, RunRow.campaign_id, RunRow.task, RunRow.level],
+                             groups)
+    for group, (mean, std) in zip(groups, stats, strict=True):
         rep = reps[group.rep_id]
-        mean, std = _mean_std(group)
         out.append({"recipe_key": group.recipe_key, "task": group.task, "level": group.level,
                     "campaign": rep.campaign, **{slot: getattr(rep, slot) for slot in SLOTS},
                     "metric": metric, "mean": mean, "std": std, "count": int(group.n),
@@ -209,8 +255,9 @@ def _by_recipe(session: Session, conds: list[ColumnElement[bool]], metric: str, 
 def _by_slot(session: Session, conds: list[ColumnElement[bool]], slot: str, metric: str, col: Any,
              desc: bool, limit: int | None) -> list[dict[str, Any]]:
     slot_col = getattr(RunRow, slot)
-    stmt = (select(slot_col.label("principle"), RunRow.task, RunRow.level, CampaignRow.name.label("campaign"),
-                   *_stats_columns(col, desc), func.count(RunRow.recipe_key.distinct()).label("recipes"))
+    stmt = (select(slot_col, RunRow.task, RunRow.level, CampaignRow.id.label("campaign_id"),
+                   CampaignRow.name.label("campaign"), *_stats_columns(col, desc),
+                   func.count(RunRow.recipe_key.distinct()).label("recipes"))
             .join(CampaignRow, CampaignRow.id == RunRow.campaign_id)
             .where(*conds, col.is_not(None))
             # per campaign too, as recipes: two campaigns' levels of one name need not be the same fidelity
@@ -218,10 +265,11 @@ def _by_slot(session: Session, conds: list[ColumnElement[bool]], slot: str, metr
             .order_by(order_by_metric(_ranked_mean(col), desc), func.count(col).desc(), slot_col,
                       CampaignRow.id)
             .limit(limit))
+    groups = session.execute(stmt).all()
+    stats = _with_exact_stds(session, conds, col, [slot_col, RunRow.task, RunRow.level, RunRow.campaign_id], groups)
     out = []
-    for group in session.execute(stmt):
-        mean, std = _mean_std(group)
-        out.append({"slot": slot, "principle": group.principle, "task": group.task, "level": group.level,
+    for group, (mean, std) in zip(groups, stats, strict=True):
+        out.append({"slot": slot, "principle": getattr(group, slot), "task": group.task, "level": group.level,
                     "campaign": group.campaign, "metric": metric, "mean": mean, "std": std, "count": int(group.n),
                     "versions": int(group.versions), "recipes": int(group.recipes), "best": _num(group.best),
                     "params": _num(group.params), "macs": _num(group.macs)})
