@@ -207,7 +207,7 @@ def _exact_stds(session: Session, conds: list[ColumnElement[bool]], col: Any, ke
 
 
 def _with_exact_stds(session: Session, conds: list[ColumnElement[bool]], col: Any, key_columns: Sequence[Any],
-                     groups: list[Any]) -> list[tuple[float, float | None]]:
+                     groups: Sequence[Any]) -> list[tuple[float, float | None]]:
     """``(mean, std)`` of each of ``groups`` (rows with the ``key_columns`` by name, and the sums)."""
     stats = [_mean_std(group) for group in groups]
     cancelled = [tuple(getattr(group, c.key) for c in key_columns)
