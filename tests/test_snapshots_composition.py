@@ -174,3 +174,37 @@ def test_rewiring_and_snapshot_only_events_take_no_snapshot() -> None:
     assert comp.snapshots == []
     _grow(comp, net, rule, 0)
     assert len(comp.snapshots) == 1
+
+
+@pytest.mark.parametrize("mode", ["residual", "ensemble"])
+def test_events_say_whether_the_composed_scores_were_kept(mode: str) -> None:
+    """Function-preserving growth keeps the residual composition's scores; in ensemble mode the first snapshot
+    keeps them too (the mean of the snapshot and the live net is the net), but each later one moves the mean's
+    weights, and its event must not say function-preserving (every event did)."""
+    from principlelab.core.principles import Firing
+    from principlelab.plugins.trigger.never import Never
+
+    recipe = make_recipe({"task": "digits", "seed": 0, "fidelity": {"epochs": 2, "data_fraction": 0.3},
+                          "network": {"hidden": (16,)}})
+    task = load_task("digits", fidelity=recipe.fidelity, seed=0)
+    comp = Snapshots(mode=mode)
+    principles = {"connectivity": Dense(), "learning": Backprop(), "trigger": Never(),
+                  "growth": RandomGrowth(units=4), "composition": comp}
+    trainer = Trainer(recipe, principles, task)
+    trainer.run()
+    x = task.x_val[:64]
+    recorded = []
+    for _ in range(3):
+        with torch.no_grad():
+            before = trainer.learning.predict(trainer.net, comp, x)
+            events = trainer._grow(Firing(reason="test"), epoch=1)
+            changed = float((trainer.learning.predict(trainer.net, comp, x) - before).abs().max())
+        assert events and len({e.function_preserving for e in events}) == 1
+        recorded.append((events[0].function_preserving, changed > 1e-4))
+        if mode == "ensemble":  # the live net drifts from the snapshots, as training between events would do
+            trainer.net.layers[0].weight.data.add_(0.05)  # type: ignore[union-attr]
+    assert len(comp.snapshots) == 3
+    if mode == "residual":
+        assert recorded == [(True, False)] * 3
+    else:
+        assert recorded == [(True, False), (False, True), (False, True)]

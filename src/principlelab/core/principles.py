@@ -224,6 +224,12 @@ class Composition(Principle):
     def on_growth(self, net: Network, remap: ParamRemap) -> None:
         """The network changed shape; resize the composition's own parameters if needed."""
 
+    def keeps_function(self, event: GrowthEvent) -> bool:
+        """Whether the composed scores are unchanged by ``event`` (one of the changes just reported to
+        :meth:`on_growth`) when the network's own are; the trainer records an event as function-preserving
+        only if the learning rule and the composition both say so. Default: yes."""
+        return True
+
     def forward_macs(self, net: Network) -> int:
         """Multiply-accumulates per sample of the composition's own trained parameters (default 0); a
         training step pays them about 3 times (forward and backward)."""

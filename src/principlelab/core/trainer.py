@@ -221,7 +221,8 @@ class Trainer:
             self.learning.on_growth(self.net, self.composition, remap)
         if events:
             for event in events:  # the network's claim, as the run's readout sees it
-                event.function_preserving = self.learning.keeps_function(event)
+                event.function_preserving = (self.learning.keeps_function(event)
+                                             and self.composition.keeps_function(event))
             self.events.extend(events)
             self._awaiting_loss_after.extend(events)
             for callback in self.callbacks:

@@ -16,7 +16,9 @@ progressive residual learning or an ensemble, each evaluable alone". Reading ado
   the output; from then on the live network learns the residual over the frozen composition.
   With every gate at 1 the sum telescopes to ``live(x)``.
 - ``ensemble`` (P1/P2 "ensemble = all"): the mean of the snapshots' and the live network's scores.
-  The weights of the mean change when a snapshot is added, so this mode jumps at growth events.
+  The weights of the mean change when a snapshot is added, so this mode jumps at growth events: from
+  the second snapshot on, the events that added one are recorded as not function-preserving
+  (:meth:`keeps_function`; the first snapshot equals the live network, and the mean of the two is it).
 
 Snapshots run under ``torch.no_grad`` (not trained); their MACs count once per sample, in
 :meth:`frozen_forward_macs`, for training steps and evaluation alike, and their parameters count in
@@ -30,6 +32,7 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field
 
+from principlelab.core.events import GrowthEvent
 from principlelab.core.network import Network, ParamRemap, Snapshot
 from principlelab.core.principles import Composition, PrincipleConfig
 from principlelab.registry.hookspecs import hookimpl
@@ -55,6 +58,7 @@ class Snapshots(Composition):
 
     gates: torch.Tensor  # [max_snapshots + 1]; gate k weighs refinement k, the live one is gate K
     snapshots: list[Snapshot]
+    reweighted: bool = False  # the last on_growth added a snapshot that moved the ensemble mean's weights
 
     def build(self, net: Network, *, num_classes: int, generator: torch.Generator) -> None:
         cfg = self.config
@@ -80,10 +84,17 @@ class Snapshots(Composition):
         Only for a change of parameters (a ``remap``): the trainer also reports changes that keep
         every parameter's shape (a connectivity rule's rewiring, a growth rule's ``snapshot`` or
         ``freeze`` op), which are not growth."""
+        self.reweighted = False
         if not remap or len(self.snapshots) >= self.config.max_snapshots:
             return
         step = net.events[-1].step if net.events else -1
         self.snapshots.append(net.take_snapshot(step=step, tag=f"{TAG}:{len(self.snapshots)}"))
+        self.reweighted = self.config.mode == "ensemble" and len(self.snapshots) >= 2
+
+    def keeps_function(self, event: GrowthEvent) -> bool:
+        """In ensemble mode, not for the changes whose snapshot was the second or later: the mean's weights
+        moved (``(S_1 + ... + S_k + L) / (k + 1)`` became ``(S_1 + ... + S_k + 2 L) / (k + 2)``)."""
+        return not self.reweighted
 
     def _snapshot_scores(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each snapshot's scores [B, C] for ``x`` [B, in_features], without autograd."""
