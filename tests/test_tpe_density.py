@@ -119,6 +119,7 @@ def test_a_study_samples_as_optunas_tpe_through_the_lean_path(constant_liar: boo
     assert calls["n"] > 60 * 5  # each parameter of each trial after the startup ones
 
 
+@pytest.mark.filterwarnings("ignore:`consider_endpoints` has been deprecated:FutureWarning")
 @pytest.mark.parametrize("variant", ["endpoints", "estimator", "multi-objective"])
 def test_what_it_does_not_compute_runs_optunas_code(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any) -> Any:
