@@ -57,8 +57,8 @@ def lean_log_pdf(observed: np.ndarray, distribution: Any, at: np.ndarray) -> np.
     weights = tpe_density._mixture_weights(len(observed), _sampler.default_weights, 1.0)
     if isinstance(distribution, CategoricalDistribution):
         table = tpe_density._categorical_table(observed, len(distribution.choices), 1.0)
-        return tpe_density._log_sum_exp(np.log(table[:, at.astype(np.int64)].T) + np.log(weights))
-    return tpe_density._log_sum_exp(tpe_density._Kernels(observed, distribution).log_pdf(at) + np.log(weights))
+        return tpe_density._mixture_log_pdf(np.log(table[:, at.astype(np.int64)].T), weights)
+    return tpe_density._mixture_log_pdf(tpe_density._Kernels(observed, distribution).log_pdf(at), weights)
 
 
 @pytest.mark.parametrize("kind", list(DISTRIBUTIONS))

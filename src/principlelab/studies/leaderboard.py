@@ -210,13 +210,13 @@ def _with_exact_stds(session: Session, conds: list[ColumnElement[bool]], col: An
                      groups: Sequence[Any]) -> list[tuple[float, float | None]]:
     """``(mean, std)`` of each of ``groups`` (rows with the ``key_columns`` by name, and the sums)."""
     stats = [_mean_std(group) for group in groups]
-    cancelled = [tuple(getattr(group, c.key) for c in key_columns)
-                 for group, (_, std) in zip(groups, stats, strict=True) if std is not None and math.isnan(std)]
-    if not cancelled:
-        return stats
-    exact = _exact_stds(session, conds, col, key_columns, cancelled)
-    return [(mean, exact[tuple(getattr(group, c.key) for c in key_columns)]) if std is not None and math.isnan(std)
-            else (mean, std) for group, (mean, std) in zip(groups, stats, strict=True)]
+    cancelled = {tuple(getattr(group, c.key) for c in key_columns): i
+                 for i, (group, (_, std)) in enumerate(zip(groups, stats, strict=True))
+                 if std is not None and math.isnan(std)}
+    if cancelled:
+        for key, std in _exact_stds(session, conds, col, key_columns, list(cancelled)).items():
+            stats[cancelled[key]] = (stats[cancelled[key]][0], std)
+    return stats
 
 
 def _by_recipe(session: Session, conds: list[ColumnElement[bool]], metric: str, col: Any, desc: bool,

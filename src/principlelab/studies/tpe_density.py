@@ -47,25 +47,23 @@ def sample_internal(below: np.ndarray, above: np.ndarray, distribution: BaseDist
     have the parameter (Optuna's ``_get_internal_repr``); ``weights``: Optuna's weights function;
     ``rng``: the sampler's, advanced exactly as Optuna's ``_MixtureOfProductDistribution.sample``.
     """
-    kernel_weights_below = _mixture_weights(len(below), weights, prior_weight)
-    kernel_weights_above = _mixture_weights(len(above), weights, prior_weight)
-    active = rng.choice(len(kernel_weights_below), p=kernel_weights_below, size=n_candidates)
+    weights_below = _mixture_weights(len(below), weights, prior_weight)
+    weights_above = _mixture_weights(len(above), weights, prior_weight)
+    active = rng.choice(len(weights_below), p=weights_below, size=n_candidates)
     if isinstance(distribution, CategoricalDistribution):
         table_below = _categorical_table(below, len(distribution.choices), prior_weight)
         table_above = _categorical_table(above, len(distribution.choices), prior_weight)
         cumulative = np.cumsum(table_below[active], axis=-1)
         cumulative[:, -1] = 1
-        candidates = np.sum(cumulative < rng.rand(n_candidates)[:, np.newaxis], axis=-1).astype(float)
-        indices = candidates.astype(np.int64)
-        score = (_log_sum_exp(np.log(table_below[:, indices].T) + np.log(kernel_weights_below))
-                 - _log_sum_exp(np.log(table_above[:, indices].T) + np.log(kernel_weights_above)))
-        return float(candidates[np.argmax(score)])
-    assert isinstance(distribution, FloatDistribution | IntDistribution)
-    kernels_below = _Kernels(below, distribution)
-    kernels_above = _Kernels(above, distribution)
-    candidates = kernels_below.draw(active, rng)
-    score = (_log_sum_exp(kernels_below.log_pdf(candidates) + np.log(kernel_weights_below))
-             - _log_sum_exp(kernels_above.log_pdf(candidates) + np.log(kernel_weights_above)))
+        candidates = np.sum(cumulative < rng.rand(n_candidates)[:, np.newaxis], axis=-1)
+        log_pdf_below, log_pdf_above = np.log(table_below[:, candidates].T), np.log(table_above[:, candidates].T)
+    else:
+        assert isinstance(distribution, FloatDistribution | IntDistribution)
+        kernels_below = _Kernels(below, distribution)
+        candidates = kernels_below.draw(active, rng)
+        log_pdf_below = kernels_below.log_pdf(candidates)
+        log_pdf_above = _Kernels(above, distribution).log_pdf(candidates)
+    score = _mixture_log_pdf(log_pdf_below, weights_below) - _mixture_log_pdf(log_pdf_above, weights_above)
     return float(candidates[np.argmax(score)])
 
 
@@ -115,13 +113,13 @@ class _Kernels:
         sigmas = np.clip(sigmas, (high - low) / min(100.0, 1.0 + n_kernels), high - low)  # the magic clip
         self.mus = np.append(observed, [0.5 * (low + high)])
         self.sigmas = np.append(sigmas, [high - low])
-        self.log_mass = _log_gauss_mass((self.low - self.mus) / self.sigmas, (self.high - self.mus) / self.sigmas)
+        self.a, self.b = (self.low - self.mus) / self.sigmas, (self.high - self.mus) / self.sigmas  # standardised
+        self.log_mass = _log_gauss_mass(self.a, self.b)
 
     def draw(self, active: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
         """``[n]`` draws (external scale, on the step grid) from kernels ``active`` ``[n]``: Optuna's own
         truncated-normal draw (``_truncnorm.rvs``) with Optuna's arguments, so the values are Optuna's."""
-        mu, sigma = self.mus[active], self.sigmas[active]
-        values = _truncnorm.rvs(a=(self.low - mu) / sigma, b=(self.high - mu) / sigma, loc=mu, scale=sigma,
+        values = _truncnorm.rvs(a=self.a[active], b=self.b[active], loc=self.mus[active], scale=self.sigmas[active],
                                 random_state=rng)
         if self.distribution.log:
             values = np.exp(values)
@@ -137,10 +135,9 @@ class _Kernels:
             left = (scale(values - self.step / 2)[:, np.newaxis] - self.mus) / self.sigmas
             right = (scale(values + self.step / 2)[:, np.newaxis] - self.mus) / self.sigmas
             return _log_gauss_mass(left, right) - self.log_mass
-        a, b = (self.low - self.mus) / self.sigmas, (self.high - self.mus) / self.sigmas
         x = (scale(values)[:, np.newaxis] - self.mus) / self.sigmas
         out = -(x ** 2) / 2.0 - _LOG_SQRT_2PI - self.log_mass - np.log(self.sigmas)
-        return np.where((x < a) | (x > b), -np.inf, out)
+        return np.where((x < self.a) | (x > self.b), -np.inf, out)
 
 
 def _identity(values: np.ndarray) -> np.ndarray:
@@ -167,6 +164,11 @@ def _log_diff(log_p: np.ndarray, log_q: np.ndarray) -> np.ndarray:
     """``log(p - q)`` from ``log p``, ``log q`` (p >= q)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return log_p + np.log1p(-np.exp(log_q - log_p))
+
+
+def _mixture_log_pdf(kernel_log_pdfs: np.ndarray, kernel_weights: np.ndarray) -> np.ndarray:
+    """``[n]`` the mixture's log-density from each kernel's ``[n, n_kernels]`` and the weights ``[n_kernels]``."""
+    return _log_sum_exp(kernel_log_pdfs + np.log(kernel_weights))
 
 
 def _log_sum_exp(weighted: np.ndarray) -> np.ndarray:
