@@ -287,7 +287,11 @@ def test_study_version_lineage(db: LeaderboardDB):
     assert [sv.version for sv in db.study_versions(camp.id, level="coarse")] == [1, 2, 3]
 
 
-def test_record_run_is_idempotent_and_replaces_fields_and_events(db: LeaderboardDB):
+@pytest.mark.parametrize("upsert", ["dialect", "select then write"])
+def test_record_run_is_idempotent_and_replaces_fields_and_events(db: LeaderboardDB, upsert: str,
+                                                                  monkeypatch: pytest.MonkeyPatch):
+    if upsert != "dialect":  # the path of a database without INSERT ... ON CONFLICT
+        monkeypatch.setattr("principlelab.studies.db._run_upsert", lambda backend: None)
     b = Builder(db)
     sv = b.sv("digits", "coarse")
     base = {"campaign_id": b.campaign.id, "study_version_id": sv.id,

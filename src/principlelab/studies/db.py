@@ -14,10 +14,12 @@ The table classes and the URL helpers are importable from here too, where they w
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Executable, Table, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -73,6 +75,20 @@ def campaign_row(session: Session, name: str) -> CampaignRow:
     if row is None:
         raise UnknownNameError("campaign", name, session.scalars(select(CampaignRow.name)))
     return row
+
+
+@functools.cache
+def _run_upsert(backend: str) -> Executable | None:
+    """``INSERT INTO plab_runs ... ON CONFLICT (trial) DO UPDATE ... RETURNING id`` for ``backend``, built
+    once (building it anew for each run cost more than executing it); None where the dialect has none."""
+    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(backend)
+    if dialect is None:
+        return None
+    runs: Table = RunRow.__table__  # type: ignore[assignment]
+    stmt = dialect.insert(runs)
+    return stmt.on_conflict_do_update(index_elements=[runs.c.optuna_study_name, runs.c.trial_number],
+                                      set_={key: stmt.excluded[key] for key in [*RUN_FIELDS, "created_at"]}
+                                      ).returning(runs.c.id)
 
 
 class LeaderboardDB(LeaderboardConnection):
@@ -200,26 +216,34 @@ class LeaderboardDB(LeaderboardConnection):
                               f"{', '.join(RUN_STATUSES)}")
         values: dict[str, Any] = dict.fromkeys(RUN_FIELDS)
         values.update(wall_s=0.0, growth_event_count=count_growth(events))
-        values.update({key: finite_or_none(value) for key, value in run.items()})
+        values.update({key: finite_or_none(value) for key, value in run.items()}, created_at=utc_now())
+        event_rows = [event_values(ev, i) for i, ev in enumerate(events)]
 
         def work(session: Session) -> int:
-            row = session.scalar(select(RunRow).where(RunRow.optuna_study_name == values["optuna_study_name"],
-                                                      RunRow.trial_number == values["trial_number"]))
-            if row is None:
-                row = RunRow(**values)
-                session.add(row)
-            else:
-                for key, value in values.items():
-                    setattr(row, key, value)
-                row.created_at = utc_now()
-                session.execute(delete(GrowthEventRow).where(GrowthEventRow.run_id == row.id))
-            session.flush()
-            session.add_all([GrowthEventRow(run_id=row.id, **event_values(ev, i))
-                             for i, ev in enumerate(events)])
-            session.flush()
-            return row.id
+            run_id = self._upsert_run(session, values)
+            events_table: Table = GrowthEventRow.__table__  # type: ignore[assignment]
+            session.execute(delete(events_table).where(events_table.c.run_id == run_id))  # of an earlier record
+            if event_rows:
+                session.execute(insert(events_table), [{**ev, "run_id": run_id} for ev in event_rows])
+            return run_id
 
         return self._retry_on_conflict(work)  # type: ignore[no-any-return]
+
+    def _upsert_run(self, session: Session, values: dict[str, Any]) -> int:
+        """Insert the run row of ``values``, or overwrite the one of the same trial (keeping its id); its id.
+
+        One ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` on SQLite and PostgreSQL (no ORM unit of
+        work: this is on every trial's path); a select, then an update or insert, elsewhere."""
+        runs: Table = RunRow.__table__  # type: ignore[assignment]
+        upsert = _run_upsert(self.backend)
+        if upsert is not None:
+            return int(session.execute(upsert, values).scalar_one())
+        run_id = session.scalar(select(runs.c.id).where(runs.c.optuna_study_name == values["optuna_study_name"],
+                                                        runs.c.trial_number == values["trial_number"]))
+        if run_id is None:
+            return int(session.execute(insert(runs).values(values)).inserted_primary_key[0])
+        session.execute(update(runs).where(runs.c.id == run_id).values(values))
+        return int(run_id)
 
     def get_run(self, run_id: int) -> RunRow | None:
         with self.session(write=False) as session:
