@@ -241,7 +241,9 @@ class LeaderboardDB(LeaderboardConnection):
         run_id = session.scalar(select(runs.c.id).where(runs.c.optuna_study_name == values["optuna_study_name"],
                                                         runs.c.trial_number == values["trial_number"]))
         if run_id is None:
-            return int(session.connection().execute(insert(runs).values(values)).inserted_primary_key[0])
+            key = session.connection().execute(insert(runs).values(values)).inserted_primary_key
+            assert key is not None, "an INSERT of one row has its primary key"
+            return int(key[0])
         session.execute(update(runs).where(runs.c.id == run_id).values(values))
         return int(run_id)
 
