@@ -43,13 +43,15 @@ def main() -> None:
     parser.add_argument("--samplers", nargs="+", choices=["optuna", "principlelab", "random"],
                         default=["optuna", "principlelab", "random"],
                         help="which to measure: Optuna's TPESampler, SplitOnceTPESampler, RandomSampler")
-    parser.add_argument("--pruner", choices=["none", "hyperband"], default="none",
+    parser.add_argument("--pruner", choices=["none", "hyperband", "optuna-hyperband"], default="none",
                         help="the study's pruner: with Hyperband (the campaign default) Optuna hands TPE a bracket "
                              "study for each parameter, which reads the storage anew (no trial reports, so none "
-                             "is pruned)")
+                             "is pruned); hyperband is the campaign's (BracketReusingHyperbandPruner, which "
+                             "builds each bracket's study once), optuna-hyperband Optuna's HyperbandPruner")
     args = parser.parse_args()
     os.environ.setdefault("PRINCIPLELAB_DISABLE_PLUGIN_AUTOLOAD", "1")
     from principlelab.registry import get_registry
+    from principlelab.studies.hyperband import BracketReusingHyperbandPruner
     from principlelab.studies.optuna_setup import quiet_optuna, tpe_arguments
     from principlelab.studies.space import SearchSpace
     from principlelab.studies.tpe import SplitOnceTPESampler
@@ -60,11 +62,12 @@ def main() -> None:
     samplers = {"optuna": ("optuna TPESampler", lambda: optuna.samplers.TPESampler(**tpe_args)),
                 "principlelab": ("SplitOnceTPESampler", lambda: SplitOnceTPESampler(**tpe_args)),
                 "random": ("RandomSampler", lambda: optuna.samplers.RandomSampler(seed=0))}
-    hyperband = args.pruner == "hyperband"
+    hyperband = {"hyperband": BracketReusingHyperbandPruner, "optuna-hyperband": optuna.pruners.HyperbandPruner,
+                 "none": None}[args.pruner]
     print(f"{'sampler':<22} {'trials':>7} {'ms per trial':>13} {'params per trial':>17}")
     for n in args.trials:
         for name, make in (samplers[key] for key in args.samplers):
-            pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=8) if hyperband else None
+            pruner = hyperband(min_resource=1, max_resource=8) if hyperband else None
             ms, params = ms_per_trial(space, make(), n, pruner)
             print(f"{name:<22} {n:>7} {ms:>13.1f} {params:>17.1f}")
 

@@ -14,6 +14,7 @@ from sqlalchemy import event
 from principlelab.errors import ConfigError, StorageError
 from principlelab.studies.campaign_file import LevelSpec
 from principlelab.studies.forking import forget_at_fork
+from principlelab.studies.hyperband import BracketReusingHyperbandPruner
 from principlelab.studies.sql_setup import is_sqlite, mask_url, sqlite_pragmas
 
 HEARTBEAT_INTERVAL_S = int(os.environ.get("PRINCIPLELAB_HEARTBEAT_INTERVAL", "10"))
@@ -169,8 +170,8 @@ def make_pruner(level: LevelSpec, level_index: int, *, max_resource: int) -> opt
     min_resource = rung_base(max_resource)
     name = level.pruner_name(level_index)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=min_resource, max_resource=max(max_resource, 2),
-                                              reduction_factor=3, bootstrap_count=0)
+        return BracketReusingHyperbandPruner(min_resource=min_resource, max_resource=max(max_resource, 2),
+                                             reduction_factor=3, bootstrap_count=0)
     if name == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource, reduction_factor=3,
                                                       min_early_stopping_rate=0, bootstrap_count=0)
