@@ -14,7 +14,7 @@ import optuna
 import pytest
 from sqlalchemy import text
 
-from principlelab.studies.journal_batch import READ_THROUGH_WINDOW_S
+from principlelab.studies.journal_batch import READ_THROUGH_WINDOW_S, fresh_reads
 from principlelab.studies.journal_storage import SQLJournalStorage
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -154,6 +154,66 @@ def test_a_block_reads_another_processs_new_trial_only_when_told_to_sync(
         storage.get_trial(created._trial_id)  # the view of the sync before
     with storage.batched_writes(created._trial_id, sync_now=True):
         assert storage.get_trial(created._trial_id).number == created.number
+
+
+def queries(storage: SQLJournalStorage) -> list[int]:
+    """Spy on the backend: the start of every read that goes to the database from now on."""
+    calls: list[int] = []
+    original = storage.backend._retrying
+
+    def spy(read):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return original(read)
+
+    storage.backend._retrying = spy  # type: ignore[method-assign]
+    return calls
+
+
+def test_fresh_reads_reuse_a_recent_sync_but_always_read_back_their_own_writes(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("principlelab.studies.journal_batch.FRESH_READS_S", 3600.0)
+    storage = SQLJournalStorage(db_url)
+    study = optuna.create_study(storage=storage, study_name="s", sampler=optuna.samplers.RandomSampler(seed=0))
+    other = optuna.load_study(study_name="s", storage=SQLJournalStorage(db_url))  # another worker
+    reads = queries(storage)
+    with fresh_reads(storage):
+        storage.sync_with_database()
+        assert len(reads) == 1
+        other.ask()
+        assert study.get_trials() == [] and len(reads) == 1  # the last sync serves it: one query in all
+        mine = study.ask()  # its create is read back (from the append, no query), and so is the other's
+        assert [t.number for t in study.get_trials()] == [0, 1] and mine.number == 1
+        mine.set_user_attr("k", "v")  # outside a batch: appended and read back at once
+        assert study.get_trials()[1].user_attrs == {"k": "v"}
+        other.ask()
+        assert len(study.get_trials()) == 2  # not yet: nothing of ours to read back, the sync is recent
+        storage.sync_with_database()
+        assert len(study.get_trials()) == 3
+    assert storage.fresh_reads_s == 0
+    other.ask()
+    assert len(study.get_trials()) == 4  # outside the block every read syncs, as Optuna's
+
+
+def test_a_worker_counts_trials_with_a_fresh_read(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``may_start_trial`` decides under the trial-start lock: it must see a trial another worker has just
+    created even where reads reuse a recent sync."""
+    from principlelab.registry import get_registry
+    from principlelab.studies.campaign import CampaignRunner, LevelProgress
+    from principlelab.studies.campaign_file import parse_campaign
+
+    monkeypatch.setattr("principlelab.studies.journal_batch.FRESH_READS_S", 3600.0)
+    text_ = 'name = "c"\ntasks = ["digits"]\n[[levels]]\nname = "coarse"\nepochs = 1\ntrials = 2\n'
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    runner = CampaignRunner(parse_campaign(text_), text_, url, registry=get_registry(), sample_ahead=False)
+    ctx = runner.context("digits", 0)
+    study = runner.study(ctx)
+    progress = LevelProgress(ctx.task, "coarse", 0, 2, 0, None)
+    other = optuna.load_study(study_name=ctx.study_name, storage=SQLJournalStorage(url))
+    with fresh_reads(study._storage):
+        assert runner.may_start_trial(ctx, study, progress, 2, None)
+        other.ask()
+        other.ask()
+        assert not runner.may_start_trial(ctx, study, progress, 2, None)  # two trials exist: the target
 
 
 def test_a_batched_campaign_study_matches_an_unbatched_one(tmp_path) -> None:

@@ -33,6 +33,7 @@ from principlelab.errors import ConfigError, TaskDataError, UnknownNameError
 from principlelab.studies.campaign_file import CampaignSpec, file_hash, parse_campaign
 from principlelab.studies.campaign_promotion import CampaignPromotion
 from principlelab.studies.db import LeaderboardDB
+from principlelab.studies.journal_batch import fresh_reads
 from principlelab.studies.objective import INTERRUPTED, MMAC, LevelContext, Objective
 from principlelab.studies.optuna_setup import (
     logical_trials,
@@ -209,7 +210,8 @@ class CampaignRunner(CampaignPromotion):
         return self.outcome
 
     def run_level(self, ctx: LevelContext, study: optuna.Study) -> None:
-        level, objective = ctx.level, Objective(ctx)
+        # a lone worker's pruner compares with its own trials' reports: no reads back during training
+        level, objective = ctx.level, Objective(ctx, read_through=self.workers > 1)
         target = level.trials if ctx.level_index == 0 else None
         deadline = None
         if level.time_budget_s and ctx.level_index == 0:
@@ -218,6 +220,12 @@ class CampaignRunner(CampaignPromotion):
         if self.sample_ahead and ctx.level_index == 0 and level.pruner_name(0) in SAMPLE_AHEAD_PRUNERS:
             run_level_sampled_ahead(self, ctx, study, progress, target, deadline)
             return
+        with fresh_reads(study._storage):  # Optuna's burst of reads at each trial's start: one query
+            self._run_trials_here(ctx, study, objective, progress, target, deadline)
+
+    def _run_trials_here(self, ctx: LevelContext, study: optuna.Study, objective: Objective,
+                         progress: LevelProgress, target: int | None, deadline: float | None) -> None:
+        """:meth:`run_level`'s loop where this process samples its own trials."""
         interrupted: list[int] = []  # the trial being trained when the user pressed Ctrl-C
         while True:
             # Deciding to start a trial and creating (or popping) it is one step under a lock shared by
@@ -262,6 +270,9 @@ class CampaignRunner(CampaignPromotion):
 
         Fails stale trials first (dead workers' trials become waiting retries) and updates ``progress``.
         """
+        storage: Any = study._storage
+        if getattr(storage, "fresh_reads_s", 0):  # reads may reuse a recent sync (fresh_reads): not this count
+            storage.sync_with_database()
         optuna.storages.fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)
         self.update_progress(progress, trials, ctx)

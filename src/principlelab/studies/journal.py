@@ -125,6 +125,7 @@ class SQLJournalBackend(BaseJournalBackend):
         self._prefetch_lock = threading.Lock()
         self._prefetched: tuple[int, list[Any]] | None = None
         self._read_end: int | None = None
+        self._unread_append = False  # an append since the last read_logs
         self._append_fn = _create_pg_append_function(self._engine, self._q_table, self._table_name) \
             if self.dialect == "postgresql" else None
 
@@ -146,7 +147,8 @@ class SQLJournalBackend(BaseJournalBackend):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_engine", "table", "snapshot_table", "_q_snapshot", "_prefetch_lock", "_prefetched", "_read_end"):
+        for key in ("_engine", "table", "snapshot_table", "_q_snapshot", "_prefetch_lock", "_prefetched", "_read_end",
+                    "_unread_append"):
             state.pop(key, None)
         return state
 
@@ -158,7 +160,8 @@ class SQLJournalBackend(BaseJournalBackend):
     def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
         with self._prefetch_lock:
             prefetched, self._prefetched = self._prefetched, None
-        if prefetched is not None and prefetched[0] == log_number_from:
+        from_append = prefetched is not None and prefetched[0] == log_number_from
+        if prefetched is not None and from_append:
             rows = prefetched[1]  # read by the append just before, in its transaction
         else:
             sql = text(f"SELECT id, body FROM {self._q_table} WHERE id >= :n ORDER BY id")
@@ -171,6 +174,8 @@ class SQLJournalBackend(BaseJournalBackend):
             logs.append(json.loads(body))
             expected += 1
         self._read_end = expected
+        if not from_append or len(rows) < _PREFETCH_LIMIT:  # a capped read back may stop before our logs
+            self._unread_append = False
         return logs
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
@@ -193,9 +198,14 @@ class SQLJournalBackend(BaseJournalBackend):
                     {"bodies": bodies, "read_from": -1 if read_from is None else read_from}).all()
         else:
             rows = self._append_in_transaction(bodies, read_from)
-        if read_from is not None:
-            with self._prefetch_lock:
+        with self._prefetch_lock:
+            self._unread_append = True
+            if read_from is not None:
                 self._prefetched = (read_from, [tuple(row) for row in rows])
+
+    def has_unread_appends(self) -> bool:
+        """Whether this backend appended logs that no :meth:`read_logs` has read back since."""
+        return self._unread_append
 
     def _append_in_transaction(self, bodies: list[str], read_from: int | None) -> list[Any]:
         """SQLite (and other servers): BEGIN IMMEDIATE (or BEGIN), INSERT ... SELECT max + 1, read, COMMIT."""

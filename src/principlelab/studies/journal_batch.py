@@ -34,7 +34,7 @@ from optuna.distributions import json_to_distribution
 from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["READ_THROUGH_WINDOW_S", "BatchedTrialWrites", "trial_writes"]
+__all__ = ["FRESH_READS_S", "READ_THROUGH_WINDOW_S", "BatchedTrialWrites", "fresh_reads", "trial_writes"]
 
 READ_THROUGH_WINDOW_S = 0.05
 """In a ``read_through`` block, reads within this many seconds of the block's last sync reuse it."""
@@ -42,6 +42,9 @@ READ_THROUGH_WINDOW_S = 0.05
 FRESH_AT_START_S = 0.002
 """A block starts from the replay as it is when that was synced less than this many seconds ago (a
 trial's ``get_trial`` just before, say), instead of syncing again."""
+
+FRESH_READS_S = 0.002
+"""Inside :func:`fresh_reads`, a read outside a batch reuses the last sync when it is younger than this."""
 
 _BATCHABLE = {JournalOperation.SET_TRIAL_PARAM, JournalOperation.SET_TRIAL_USER_ATTR,
               JournalOperation.SET_TRIAL_SYSTEM_ATTR, JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE}
@@ -104,6 +107,7 @@ class BatchedTrialWrites:
     _thread_lock: threading.Lock
     _batches: dict[int, _Batch]  # by thread ident; created on first use (JournalStorage has no hook)
     _synced_at: float  # time.monotonic() of the last sync with the database; set by the first
+    fresh_reads_s: float = 0.0  # see fresh_reads(); 0: every read outside a batch syncs, as Optuna's
 
     @contextmanager
     def batched_writes(self, trial_id: int, *, read_through: bool = False, sync_now: bool = False) -> Iterator[None]:
@@ -152,8 +156,18 @@ class BatchedTrialWrites:
             batch.stale = True
         self._backend.append_logs([*pending, log])  # type: ignore[attr-defined]
 
+    def sync_with_database(self) -> None:
+        """Read every log appended since the last sync, whatever that sync's age (a read that must see
+        every worker's writes, such as counting trials under the trial-start lock)."""
+        with self._thread_lock:
+            super()._sync_with_backend()  # type: ignore[misc]
+            self._synced_at = time.monotonic()
+
     def _sync_with_backend(self) -> None:
         batch = self._active_batch()
+        if (batch is None and self.fresh_reads_s > 0 and not self._backend.has_unread_appends()  # type: ignore
+                and time.monotonic() - self.__dict__.get("_synced_at", -1e9) < self.fresh_reads_s):
+            return  # a burst of reads (Optuna's at a trial's start): the last sync serves them
         if batch is not None and not batch.stale:
             if not batch.read_through:
                 return  # reads in the block: this process's replay plus the queue
@@ -186,3 +200,26 @@ def trial_writes(storage: Any, trial_id: int, *, read_through: bool = False,
     journal storage); for any other storage (Optuna's ``rdb``) a block that changes nothing."""
     batched = getattr(storage, "batched_writes", None)
     return batched(trial_id, read_through=read_through, sync_now=sync_now) if batched is not None else nullcontext()
+
+
+@contextmanager
+def fresh_reads(storage: Any, window_s: float | None = None) -> Iterator[None]:
+    """In this block, ``storage``'s reads outside a batch reuse a sync younger than ``window_s`` (default
+    :data:`FRESH_READS_S`), unless
+    this process appended to the journal since (its own writes are always read back).
+
+    At a trial's start Optuna reads the journal five times within a few milliseconds (stale trials,
+    the waiting trials, the new trial, ...), each a database query. Reads in the block may miss
+    another worker's write of the last ``window_s``, as if they had been made that much earlier; a
+    read that must not (the trial count under the trial-start lock) calls ``sync_with_database``
+    first. Only for a worker that reads its own trials: not while another process of this worker
+    (the sampling process) writes trials for it. A storage without batched writes is left as it is.
+    """
+    if not isinstance(storage, BatchedTrialWrites):
+        yield
+        return
+    before, storage.fresh_reads_s = storage.fresh_reads_s, FRESH_READS_S if window_s is None else window_s
+    try:
+        yield
+    finally:
+        storage.fresh_reads_s = before
