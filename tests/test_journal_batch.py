@@ -216,10 +216,51 @@ def test_a_worker_counts_trials_with_a_fresh_read(tmp_path, monkeypatch: pytest.
         assert not runner.may_start_trial(ctx, study, progress, 2, None)  # two trials exist: the target
 
 
+def test_reports_can_wait_for_the_trials_state(db_url: str) -> None:
+    """``until_next_write``: the block's queue goes out with the trial's state, in one append; reads and the
+    trial's attributes meanwhile see and join it, and a pruned trial's value is its last report."""
+    storage = SQLJournalStorage(db_url)
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    calls = appends(storage)
+    with storage.batched_writes(trial._trial_id, until_next_write=True):
+        trial.report(0.25, 1)
+        trial.report(0.5, 3)
+    assert calls == []  # not when the block ends
+    assert storage.get_trial(trial._trial_id).intermediate_values == {1: 0.25, 3: 0.5}
+    trial.set_user_attr("failure_reason", "none")
+    assert calls == []
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert calls == [4]  # two reports, the attribute, the state
+    (stored,) = optuna.load_study(study_name="s", storage=SQLJournalStorage(db_url)).trials
+    assert (stored.state, stored.value, stored.intermediate_values, stored.user_attrs) == (
+        optuna.trial.TrialState.PRUNED, 0.5, {1: 0.25, 3: 0.5}, {"failure_reason": "none"})
+    other = optuna.load_study(study_name="s", storage=SQLJournalStorage(db_url)).ask()
+    assert [t.number for t in study.get_trials()] == [0, other.number]  # the batch is closed: reads sync again
+
+
+def test_a_queue_left_waiting_goes_out_with_the_next_write_or_block(tmp_path) -> None:
+    storage, first, second, calls = two_trials(tmp_path)
+    with storage.batched_writes(first._trial_id, until_next_write=True):
+        first.suggest_float("x", 0, 1)
+    with storage.batched_writes(second._trial_id):  # a new block: the waiting queue first
+        assert calls == [1]
+        second.suggest_float("y", 0, 1)
+    assert calls == [1, 1]
+    with storage.batched_writes(second._trial_id, until_next_write=True):
+        second.report(1.0, 1)
+    first.set_user_attr("k", "v")  # another trial's write: the waiting queue first, in the same append
+    assert calls == [1, 1, 2]
+    with storage.batched_writes(first._trial_id, until_next_write=True):
+        pass  # nothing queued: nothing waits
+    assert storage._active_batch() is None
+
+
 def test_a_batched_campaign_study_matches_an_unbatched_one(tmp_path) -> None:
-    """The same seeded TPE + Hyperband study, with and without batching: the same trials."""
+    """The same seeded TPE + Hyperband study, with and without batching (the reports appended when
+    training ends, or with the state): the same trials."""
     results = []
-    for batched in (False, True):
+    for batched in ("no", "at_the_end", "with_the_state"):
         url = f"sqlite:///{tmp_path / f'{batched}.db'}"
         storage = SQLJournalStorage(url)
         study = optuna.create_study(
@@ -227,14 +268,16 @@ def test_a_batched_campaign_study_matches_an_unbatched_one(tmp_path) -> None:
             sampler=optuna.samplers.TPESampler(seed=3, n_startup_trials=5),
             pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9, reduction_factor=3))
 
-        def objective(trial: optuna.Trial, batched: bool = batched, storage: SQLJournalStorage = storage) -> float:
-            if batched:
+        def objective(trial: optuna.Trial, batched: str = batched, storage: SQLJournalStorage = storage) -> float:
+            if batched != "no":
                 with storage.batched_writes(trial._trial_id):
                     params = sample(trial)
             else:
                 params = sample(trial)
             value = params["x"] * (1.5 if params["kind"] == "a" else 1.0) - 0.01 * params["n"]
-            with storage.batched_writes(trial._trial_id, read_through=True) if batched else nullcontext():
+            with storage.batched_writes(trial._trial_id, read_through=True,
+                                        until_next_write=batched == "with_the_state") \
+                    if batched != "no" else nullcontext():
                 for step in range(1, 10):
                     trial.report(value * step / 9, step)
                     if trial.should_prune():
@@ -243,7 +286,8 @@ def test_a_batched_campaign_study_matches_an_unbatched_one(tmp_path) -> None:
 
         study.optimize(objective, n_trials=30)
         results.append([(t.state, t.params, t.intermediate_values, t.value) for t in study.trials])
-    assert results[0] == results[1]
+    assert results[0] == results[1] == results[2]
+    assert sum(state == optuna.trial.TrialState.PRUNED for state, *_ in results[0]) > 3
 
 
 def test_a_batch_is_the_opening_threads_only(tmp_path) -> None:

@@ -210,8 +210,10 @@ class CampaignRunner(CampaignPromotion):
         return self.outcome
 
     def run_level(self, ctx: LevelContext, study: optuna.Study) -> None:
-        # a lone worker's pruner compares with its own trials' reports: no reads back during training
-        level, objective = ctx.level, Objective(ctx, read_through=self.workers > 1)
+        # a lone worker's pruner compares with its own trials' reports: no reads back during training;
+        # the reports go out with the trial's state (one append), which Optuna writes in this process
+        level = ctx.level
+        objective = Objective(ctx, read_through=self.workers > 1, reports_with_state=True)
         target = level.trials if ctx.level_index == 0 else None
         deadline = None
         if level.time_budget_s and ctx.level_index == 0:

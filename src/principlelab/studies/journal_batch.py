@@ -57,6 +57,7 @@ class _Batch:
     synced_at: float = -1e9  # time.monotonic() of the block's last sync
     logs: list[dict[str, Any]] = field(default_factory=list)
     stale: bool = False  # another write went to the database: the next read must sync
+    lingering: bool = False  # its block has ended; the queue goes out with the next write that cannot wait
     _changes: list[tuple[str, Any, Any]] = field(default_factory=list)  # the queued logs, decoded once
     _overlaid: tuple[int, int, FrozenTrial] | None = None  # (id of the replayed trial, len(changes), result)
 
@@ -110,7 +111,8 @@ class BatchedTrialWrites:
     fresh_reads_s: float = 0.0  # see fresh_reads(); 0: every read outside a batch syncs, as Optuna's
 
     @contextmanager
-    def batched_writes(self, trial_id: int, *, read_through: bool = False, sync_now: bool = False) -> Iterator[None]:
+    def batched_writes(self, trial_id: int, *, read_through: bool = False, sync_now: bool = False,
+                       until_next_write: bool = False) -> Iterator[None]:
         """Queue ``trial_id``'s parameter, attribute and intermediate-value writes in this block; append
         them in one go at its end.
 
@@ -120,9 +122,13 @@ class BatchedTrialWrites:
         other workers' trials sees their reports up to then); without, reads come from the replay
         as of the block's start, synced then unless a sync was made less than :data:`FRESH_AT_START_S`
         before; ``sync_now`` syncs in any case (another process has just written what the block reads).
-        Blocks do not nest.
+        With ``until_next_write`` the queue is not appended when the block ends but with this thread's
+        next write that cannot wait (the trial's state, from Optuna's ``tell``), in the same append;
+        until then reads still see it and the trial's attributes still join it. Blocks do not nest.
         """
         thread = threading.get_ident()
+        with self._thread_lock:
+            self._flush_lingering()
         if self._active_batch() is not None:
             raise RuntimeError("batched_writes blocks do not nest")
         with self._thread_lock:
@@ -133,11 +139,21 @@ class BatchedTrialWrites:
             yield
         finally:
             with self._thread_lock:
-                batch = self._batches.pop(thread)
-                logs = batch.take()
-                if logs:
-                    self._backend.append_logs(logs)  # type: ignore[attr-defined]
-                    self._sync_with_backend()
+                batch = self._batches[thread]
+                batch.lingering = True  # the block has ended
+                if not (until_next_write and batch.logs):
+                    self._flush_lingering()
+
+    def _flush_lingering(self) -> None:
+        """Append the queue of this thread's batch whose block has ended, and forget the batch (under the lock)."""
+        batch = self._active_batch()
+        if batch is None or not batch.lingering:
+            return
+        del self._batches[threading.get_ident()]
+        logs = batch.take()
+        if logs:
+            self._backend.append_logs(logs)  # type: ignore[attr-defined]
+            self._sync_with_backend()
 
     def _active_batch(self) -> _Batch | None:
         """This thread's open batch, if any."""
@@ -153,7 +169,10 @@ class BatchedTrialWrites:
         pending: list[dict[str, Any]] = []
         if batch is not None:  # any other write: the queue first, in the same append, keeping the order
             pending = batch.take()
-            batch.stale = True
+            if batch.lingering:  # its block has ended: this write closes it
+                del self._batches[threading.get_ident()]
+            else:
+                batch.stale = True
         self._backend.append_logs([*pending, log])  # type: ignore[attr-defined]
 
     def sync_with_database(self) -> None:
@@ -194,12 +213,15 @@ class BatchedTrialWrites:
         return [batch.overlay(t) if t._trial_id == batch.trial_id else t for t in trials]
 
 
-def trial_writes(storage: Any, trial_id: int, *, read_through: bool = False,
-                 sync_now: bool = False) -> AbstractContextManager[None]:
+def trial_writes(storage: Any, trial_id: int, *, read_through: bool = False, sync_now: bool = False,
+                 until_next_write: bool = False) -> AbstractContextManager[None]:
     """``storage.batched_writes(trial_id, ...)`` for a storage with batched trial writes (principlelab's
     journal storage); for any other storage (Optuna's ``rdb``) a block that changes nothing."""
     batched = getattr(storage, "batched_writes", None)
-    return batched(trial_id, read_through=read_through, sync_now=sync_now) if batched is not None else nullcontext()
+    if batched is None:
+        return nullcontext()
+    return batched(trial_id, read_through=read_through, sync_now=sync_now,  # type: ignore[no-any-return]
+                   until_next_write=until_next_write)
 
 
 @contextmanager

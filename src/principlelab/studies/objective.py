@@ -100,11 +100,14 @@ class Objective:
     sampling process writes them, before it tells Optuna the trial's state (:mod:`.sample_ahead`).
     With ``read_through`` (default) the pruner's reads during training see other workers' reports;
     without, they come from this process's view as of the training's start (a lone worker sampling
-    ahead, whose pruner compares with its own reports only, saves the reads).
+    ahead, whose pruner compares with its own reports only, saves the reads). With ``reports_with_state``
+    the pruner's reports reach the journal in one append with the trial's state, when Optuna tells it
+    (``study.optimize`` in this process), instead of in an append of their own when training ends.
     """
 
-    def __init__(self, ctx: LevelContext, *, defer_records: bool = False, read_through: bool = True) -> None:
-        self.ctx, self.read_through = ctx, read_through
+    def __init__(self, ctx: LevelContext, *, defer_records: bool = False, read_through: bool = True,
+                 reports_with_state: bool = False) -> None:
+        self.ctx, self.read_through, self.reports_with_state = ctx, read_through, reports_with_state
         self.deferred: list[tuple[dict[str, Any], list[dict[str, Any]]]] | None = [] if defer_records else None
 
     def take_records(self) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
@@ -136,8 +139,10 @@ class Objective:
                             **slots)
             principles = ctx.registry.instantiate(recipe)
             task = load_task(recipe.task, fidelity=recipe.fidelity, seed=recipe.seed)
-            # the pruner's reports and rung records reach the database with the trial's end (one append)
-            with trial_writes(trial.storage, trial._trial_id, read_through=self.read_through):
+            # the pruner's reports and rung records reach the database with the trial's end in one append (with
+            # reports_with_state, the append of its state)
+            with trial_writes(trial.storage, trial._trial_id, read_through=self.read_through,
+                              until_next_write=self.reports_with_state):
                 result = Trainer(recipe, principles, task, [pruning]).run()
             result.versions = versions_for(ctx.registry, recipe)
         except optuna.TrialPruned as exc:
