@@ -83,7 +83,8 @@ def timed_phases() -> Iterator[dict[str, float]]:
     (``SearchSpace.suggest``), the pruner (the pruning callback: reports and decisions), the
     leaderboard write, the trial's setup (loading its task, building its network: ``Trainer``'s
     constructor), waiting for the sampling process (``SampleAhead.receive``) and the journal
-    (reads with their replay, and appends, outside the phases before), summed while the block runs."""
+    (reads with their replay, and appends, outside the phases before), summed while the block runs; and
+    the SQL statements this process sends, all of them and the journal's reads outside its appends."""
     from principlelab.core.trainer import Trainer
     from principlelab.studies import objective
     from principlelab.studies.journal import SQLJournalBackend
@@ -92,7 +93,8 @@ def timed_phases() -> Iterator[dict[str, float]]:
     from principlelab.studies.sample_ahead import SampleAhead
     from principlelab.studies.space import SearchSpace
 
-    spent = dict.fromkeys(["run", "sampling", "pruner", "leaderboard", "setup", "wait", "journal"], 0.0)
+    spent = dict.fromkeys(["run", "sampling", "pruner", "leaderboard", "setup", "wait", "journal", "statements",
+                           "journal_reads"], 0.0)
     targets = [(Trainer, "run", "run"), (SearchSpace, "suggest", "sampling"),
                (PruningCallback, "on_epoch_end", "pruner"), (Objective, "_record", "leaderboard"),
                (objective, "load_task", "setup"), (Trainer, "__init__", "setup"), (SampleAhead, "receive", "wait"),
@@ -113,11 +115,18 @@ def timed_phases() -> Iterator[dict[str, float]]:
                 spent[phase] += time.perf_counter() - started
         return timed
 
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        spent["statements"] += 1  # every SQL statement this process sends (BEGIN and COMMIT included)
+        # a read of the journal outside an append (an append's read back, on SQLite, has a LIMIT)
+        spent["journal_reads"] += statement.startswith("SELECT id, body FROM") and "LIMIT" not in statement
+
     for (cls, attr, phase), (_, _, fn) in zip(targets, originals):
         setattr(cls, attr, timer(fn, phase))
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
     try:
         yield spent
     finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
         for cls, attr, fn in originals:
             setattr(cls, attr, fn)
         spent["training"] = spent.pop("run") - spent["pruner"]
@@ -162,7 +171,8 @@ def coarse_level(url: str, trials: int, sampler: str, pruner: str, kind: str, sh
             "sampling_ms": 1000 * spent["sampling"] / n, "pruner_ms": 1000 * spent["pruner"] / n,
             "leaderboard_ms": 1000 * spent["leaderboard"] / n, "setup_ms": 1000 * spent["setup"] / n,
             "wait_ms": 1000 * spent["wait"] / n, "journal_ms": 1000 * spent["journal"] / n,
-            "other_ms": 1000 * other / n,
+            "other_ms": 1000 * other / n, "sql_statements_per_trial": spent["statements"] / n,
+            "journal_reads_per_trial": spent["journal_reads"] / n,
             "worker_cpu_ms": 1000 * worker_cpu / n, "sampling_process_cpu_ms": 1000 * helper_cpu / n,
             "statuses": {s: sum(1 for r in runs if r.status == s) for s in {r.status for r in runs}}}
 
@@ -247,7 +257,7 @@ def main() -> None:
     print(f"{'storage':<32} {'optuna empty':>12} {'trials/min':>10} {'train ms':>9} {'machinery ms':>12} "
           f"{'share':>6} | {'sampling':>8} {'pruner':>7} {'leaderb.':>8} {'setup':>6} {'wait':>5} {'journal':>7} "
           f"{'other':>6} | "
-          f"{'CPU: worker':>11} {'sampling proc.':>14}  (ms per trial)")
+          f"{'CPU: worker':>11} {'sampling proc.':>14} | {'SQL':>5} {'reads':>5}  (ms or statements per trial)")
     for kind, r in results.items():
         if "trials" not in r:
             print(f"{kind:<32} {r['empty_objective_ms']:>12.1f}")
@@ -256,7 +266,8 @@ def main() -> None:
               f"{r['train_ms_per_trial']:>9.1f} {r['machinery_ms_per_trial']:>12.1f} {r['machinery_share']:>6.1%} | "
               f"{r['sampling_ms']:>8.1f} {r['pruner_ms']:>7.1f} {r['leaderboard_ms']:>8.1f} {r['setup_ms']:>6.1f} "
               f"{r['wait_ms']:>5.1f} {r['journal_ms']:>7.1f} {r['other_ms']:>6.1f} | "
-              f"{r['worker_cpu_ms']:>11.1f} {r['sampling_process_cpu_ms']:>14.1f}  {r['statuses']}")
+              f"{r['worker_cpu_ms']:>11.1f} {r['sampling_process_cpu_ms']:>14.1f} | "
+              f"{r['sql_statements_per_trial']:>5.1f} {r['journal_reads_per_trial']:>5.1f}  {r['statuses']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
 
