@@ -116,8 +116,19 @@ def test_pareto_keeps_only_non_dominated_points_best_value_first():
         cand("pricey", 0.90, 150),  # dominated by big (same value, higher cost)
     ]
     assert [c.recipe_key for c in pareto(cands, 10)] == ["big", "twin", "mid", "tiny"]
-    assert [c.recipe_key for c in pareto(cands, 2)] == ["big", "twin"]
+    assert [c.recipe_key for c in pareto(list(reversed(cands)), 4)] == ["big", "twin", "mid", "tiny"]
     assert [c.recipe_key for c in pareto([cand("only", 0.1)], 5)] == ["only"]
+
+
+def test_a_front_longer_than_k_keeps_both_ends_and_points_between():
+    """The cut must not drop the cheap end of the front: that is what Pareto promotion is for."""
+    front = [cand(f"p{i}", 0.95 - 0.05 * i, 1000 // (i + 1)) for i in range(7)]  # each cheaper, less accurate
+    dominated = [cand("d", 0.5, 900)]
+    assert [c.recipe_key for c in pareto(front + dominated, 2)] == ["p0", "p6"]
+    assert [c.recipe_key for c in pareto(front + dominated, 3)] == ["p0", "p3", "p6"]
+    assert [c.recipe_key for c in pareto(front + dominated, 4)] == ["p0", "p2", "p4", "p6"]
+    assert [c.recipe_key for c in pareto(front, 6)] == ["p0", "p1", "p2", "p4", "p5", "p6"]
+    assert [c.recipe_key for c in pareto(front, 1)] == ["p0"] and pareto(front, 0) == []
 
 
 def test_pareto_front_of_a_chain_is_its_best_point():

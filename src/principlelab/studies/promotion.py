@@ -26,11 +26,18 @@ def top_k(candidates: Sequence[Candidate], k: int) -> list[Candidate]:
 
 
 def pareto(candidates: Sequence[Candidate], k: int) -> list[Candidate]:
-    """The non-dominated set over (value high, cost low), best value first, at most ``k``."""
-    front = [c for c in candidates
-             if not any((o.value >= c.value and o.cost <= c.cost) and (o.value > c.value or o.cost < c.cost)
-                        for o in candidates)]
-    return top_k(front, k)
+    """The non-dominated set over (value high, cost low), best value first, at most ``k``.
+
+    A front longer than ``k`` keeps ``k`` of its points spread evenly along it by rank: the best
+    value, the cheapest, and evenly between (with ``k = 1``, the best value). Cutting at the ``k``
+    best values would drop the cheap end of the front, the small networks the rule is for.
+    """
+    front = top_k([c for c in candidates
+                   if not any((o.value >= c.value and o.cost <= c.cost) and (o.value > c.value or o.cost < c.cost)
+                              for o in candidates)], len(candidates))
+    if len(front) <= k or k <= 1:
+        return front[:max(k, 0)]
+    return [front[int(i * (len(front) - 1) / (k - 1) + 0.5)] for i in range(k)]
 
 
 @dataclass(frozen=True)
