@@ -403,3 +403,17 @@ def test_coarse_vs_fine_counts_each_promoted_recipe_once_after_a_study_version_c
     assert [pt.n for pt in pair.points] == [2, 2, 2]
     assert [round(pt.fine_mean, 6) for pt in pair.points] == [0.655, 0.755, 0.855]  # v2's runs only
     assert (pair.corr.n, round(pair.corr.spearman_p, 3)) == (3, 0.333)
+
+
+def test_the_leaderboard_says_when_it_pools_study_versions():
+    from principlelab.report.build import pooled_versions_note
+    from principlelab.studies.db import StudyVersionRow
+
+    versions = [StudyVersionRow(id=i, task="digits", level=level, level_index=index, version=version)
+                for i, (level, index, version) in enumerate(
+                    [("coarse", 0, 1), ("fine", 1, 1), ("coarse", 0, 2)], start=1)]
+    data = report_data.CampaignData("c", "sqlite://", "", versions, [], {}, [], ["digits"], ["coarse", "fine"])
+    note = pooled_versions_note(data, "digits", "coarse")
+    assert note is not None and "2 study versions of level coarse (v1 to v2" in note and "campaign status c" in note
+    assert pooled_versions_note(data, "digits", "fine") is None  # one version: nothing pooled
+

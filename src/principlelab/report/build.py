@@ -106,6 +106,9 @@ def _leaderboard(sec: Section, data: d.CampaignData, task: str, level: str | Non
         return
     if level != data.levels[-1]:
         sec.note(f"{task}: no complete runs at the last level ({data.levels[-1]}) yet; showing {level}")
+    pooled = pooled_versions_note(data, task, level)
+    if pooled:
+        sec.note(pooled)
     slots = d.varying_slots(rows[:TOP_BARS])
     common = d.common_principles(rows[:TOP_BARS], slots)
     labels = [d.recipe_label(r, slots) for r in rows[:TOP_BARS]]
@@ -127,6 +130,16 @@ def _leaderboard(sec: Section, data: d.CampaignData, task: str, level: str | Non
     if len(rows) > TOP_TABLE:
         sec.text(f"{len(rows) - TOP_TABLE} more recipes: plab leaderboard --campaign {data.name} --task {task} "
                  f"--fidelity {level} --group-by recipe --top 0")
+
+
+def pooled_versions_note(data: d.CampaignData, task: str, level: str) -> str | None:
+    """A note when the leaderboard of ``task`` at ``level`` pools runs of several study versions, else None."""
+    versions = sorted(sv.version for sv in data.versions if sv.task == task and sv.level == level)
+    if len(versions) < 2:
+        return None
+    return (f"{task}: the leaderboard pools the runs of {len(versions)} study versions of level {level} "
+            f"(v{versions[0]} to v{versions[-1]}; a new version starts when the search space changes, see "
+            f"plab campaign status {data.name}): a recipe's runs count together, whichever version ran them")
 
 
 def _config_text(config: object) -> str | None:
