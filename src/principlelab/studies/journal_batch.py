@@ -128,11 +128,12 @@ class BatchedTrialWrites:
         """
         thread = threading.get_ident()
         with self._thread_lock:
-            self._flush_lingering()
-        if self._active_batch() is not None:
-            raise RuntimeError("batched_writes blocks do not nest")
-        with self._thread_lock:
-            if sync_now or time.monotonic() - self.__dict__.get("_synced_at", -1e9) > FRESH_AT_START_S:
+            self._flush_lingering()  # a queue the last block left waiting goes out first
+            if self._active_batch() is not None:
+                raise RuntimeError("batched_writes blocks do not nest")
+            if sync_now:
+                self._sync_anyway()
+            elif time.monotonic() - self.__dict__.get("_synced_at", -1e9) > FRESH_AT_START_S:
                 self._sync_with_backend()  # the view the block's reads are served from
             self.__dict__.setdefault("_batches", {})[thread] = _Batch(trial_id, read_through, time.monotonic())
         try:
@@ -179,8 +180,12 @@ class BatchedTrialWrites:
         """Read every log appended since the last sync, whatever that sync's age (a read that must see
         every worker's writes, such as counting trials under the trial-start lock)."""
         with self._thread_lock:
-            super()._sync_with_backend()  # type: ignore[misc]
-            self._synced_at = time.monotonic()
+            self._sync_anyway()
+
+    def _sync_anyway(self) -> None:
+        """Optuna's sync with the database, whatever the last one's age (under the lock)."""
+        super()._sync_with_backend()  # type: ignore[misc]
+        self._synced_at = time.monotonic()
 
     def _sync_with_backend(self) -> None:
         batch = self._active_batch()
@@ -227,8 +232,8 @@ def trial_writes(storage: Any, trial_id: int, *, read_through: bool = False, syn
 @contextmanager
 def fresh_reads(storage: Any, window_s: float | None = None) -> Iterator[None]:
     """In this block, ``storage``'s reads outside a batch reuse a sync younger than ``window_s`` (default
-    :data:`FRESH_READS_S`), unless
-    this process appended to the journal since (its own writes are always read back).
+    :data:`FRESH_READS_S`), unless this process appended to the journal since (its own writes are
+    always read back).
 
     At a trial's start Optuna reads the journal five times within a few milliseconds (stale trials,
     the waiting trials, the new trial, ...), each a database query. Reads in the block may miss
