@@ -8,23 +8,11 @@ import pytest
 
 from principlelab.studies import tpe
 from principlelab.studies.hyperband import BracketReusingHyperbandPruner
+from test_tpe import conditional  # a conditional space with per-step reports, so that Hyperband prunes
 
 # Optuna 4.x marks constant_liar experimental (the CI's Optuna 4.5 rerun); 5.x does not
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-
-
-def objective(trial: optuna.Trial) -> float:
-    """A conditional space with per-step reports, so that Hyperband prunes."""
-    kind = trial.suggest_categorical("kind", ["a", "b", "c"])
-    x = trial.suggest_float(f"{kind}.x", 1e-3, 1.0, log=True)
-    n = trial.suggest_int(f"{kind}.n", 1, 16)
-    value = x * {"a": 1.0, "b": 0.8, "c": 0.5}[kind] + 0.01 * n
-    for step in range(1, 10):
-        trial.report(value * step / 9, step)
-        if trial.should_prune():
-            raise optuna.TrialPruned()
-    return value
 
 
 @pytest.mark.parametrize("sampler", [optuna.samplers.TPESampler, tpe.SplitOnceTPESampler])
@@ -36,7 +24,7 @@ def test_trials_equal_those_under_optunas_hyperband(sampler: type, constant_liar
             direction="maximize", study_name="same",  # Hyperband's brackets depend on the study name
             sampler=sampler(seed=3, n_startup_trials=8, constant_liar=constant_liar, multivariate=False),
             pruner=pruner(min_resource=1, max_resource=9, reduction_factor=3, bootstrap_count=0))
-        study.optimize(objective, n_trials=60)
+        study.optimize(conditional, n_trials=60)
         histories.append([(t.state, t.params, t.value, t.intermediate_values) for t in study.trials])
     assert histories[0] == histories[1]
     states = [state for state, *_ in histories[0]]

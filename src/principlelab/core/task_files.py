@@ -69,6 +69,7 @@ def read_file_task(spec: str) -> tuple[RawTask, str]:
     digest = hashlib.sha256()
     for content in contents:
         digest.update(hashlib.sha256(content).digest())
+    hexdigest = digest.hexdigest()
     if len(paths) == 2:
         x, y = _read_idx(paths[0], contents[0]), _read_idx(paths[1], contents[1])
         if x.ndim != 3 or y.ndim != 1:
@@ -76,12 +77,12 @@ def read_file_task(spec: str) -> tuple[RawTask, str]:
                 f"IDX files {spec!r}: need [N, H, W] images then [N] labels, got {x.shape} and {y.shape}"
             )
         scaled = x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0)
-        return _assemble(spec, {"X": scaled, "y": y}, (x.shape[1], x.shape[2])), digest.hexdigest()
+        return _assemble(spec, {"X": scaled, "y": y}, (x.shape[1], x.shape[2])), hexdigest
     if paths[0].suffix.lower() == ".csv":
-        return _assemble(spec, _read_csv(paths[0], contents[0]), None), digest.hexdigest()
+        return _assemble(spec, _read_csv(paths[0], contents[0]), None), hexdigest
     arrays = _read_npz(paths[0], contents[0])
     x = arrays["X"]
-    return _assemble(spec, arrays, tuple(int(s) for s in x.shape[1:]) if x.ndim > 2 else None), digest.hexdigest()
+    return _assemble(spec, arrays, tuple(int(s) for s in x.shape[1:]) if x.ndim > 2 else None), hexdigest
 
 
 def load_file_task(spec: str) -> RawTask:

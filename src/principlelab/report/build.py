@@ -134,7 +134,7 @@ def _leaderboard(sec: Section, data: d.CampaignData, task: str, level: str | Non
 
 def pooled_versions_note(data: d.CampaignData, task: str, level: str) -> str | None:
     """A note when the leaderboard of ``task`` at ``level`` pools runs of several study versions, else None."""
-    versions = sorted(sv.version for sv in data.versions if sv.task == task and sv.level == level)
+    versions = [sv.version for sv in data.study_versions(task, level)]
     if len(versions) < 2:
         return None
     return (f"{task}: the leaderboard pools the runs of {len(versions)} study versions of level {level} "

@@ -69,6 +69,10 @@ class CampaignData:
         done = {r.level for r in self.runs_at(task)}
         return next((lv for lv in reversed(self.levels) if lv in done), None)
 
+    def study_versions(self, task: str, level: str) -> list[StudyVersionRow]:
+        """The study versions of ``task`` at ``level``, oldest first."""
+        return sorted((sv for sv in self.versions if sv.task == task and sv.level == level), key=lambda sv: sv.version)
+
     def first_study(self, task: str) -> StudyVersionRow | None:
         """The latest version of ``task``'s first level (the sampled, coarse study)."""
         first = [sv for sv in self.versions if sv.task == task and sv.level_index == 0]
@@ -210,9 +214,8 @@ def promotions(data: CampaignData, task: str) -> list[Promotion]:
     by_id = {sv.id: sv for sv in data.versions}
     out = []
     for lower, upper in zip(data.levels, data.levels[1:]):
-        newest = max((sv for sv in data.versions if sv.task == task and sv.level == upper),
-                      key=lambda sv: sv.version, default=None)
-        newest_id = None if newest is None else newest.id  # no run or promotion has a None id
+        upper_versions = data.study_versions(task, upper)
+        newest_id = upper_versions[-1].id if upper_versions else None  # no run or promotion has a None id
         promoted = [p for p in data.promotions if p.to_study_version_id == newest_id
                     and by_id.get(p.from_study_version_id) is not None
                     and by_id[p.from_study_version_id].level == lower]

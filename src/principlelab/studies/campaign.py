@@ -210,10 +210,7 @@ class CampaignRunner(CampaignPromotion):
         return self.outcome
 
     def run_level(self, ctx: LevelContext, study: optuna.Study) -> None:
-        # a lone worker's pruner compares with its own trials' reports: no reads back during training;
-        # the reports go out with the trial's state (one append), which Optuna writes in this process
         level = ctx.level
-        objective = Objective(ctx, read_through=self.workers > 1, reports_with_state=True)
         target = level.trials if ctx.level_index == 0 else None
         deadline = None
         if level.time_budget_s and ctx.level_index == 0:
@@ -223,11 +220,14 @@ class CampaignRunner(CampaignPromotion):
             run_level_sampled_ahead(self, ctx, study, progress, target, deadline)
             return
         with fresh_reads(study._storage):  # Optuna's burst of reads at each trial's start: one query
-            self._run_trials_here(ctx, study, objective, progress, target, deadline)
+            self._run_trials_here(ctx, study, progress, target, deadline)
 
-    def _run_trials_here(self, ctx: LevelContext, study: optuna.Study, objective: Objective,
-                         progress: LevelProgress, target: int | None, deadline: float | None) -> None:
+    def _run_trials_here(self, ctx: LevelContext, study: optuna.Study, progress: LevelProgress, target: int | None,
+                         deadline: float | None) -> None:
         """:meth:`run_level`'s loop where this process samples its own trials."""
+        # a lone worker's pruner compares with its own trials' reports: no reads back during training;
+        # the reports go out with the trial's state (one append), which Optuna writes in this process
+        objective = Objective(ctx, read_through=self.workers > 1, reports_with_state=True)
         interrupted: list[int] = []  # the trial being trained when the user pressed Ctrl-C
         while True:
             # Deciding to start a trial and creating (or popping) it is one step under a lock shared by
