@@ -1,5 +1,5 @@
-"""``tpe_density``: one parameter of independent TPE computed in one pass, with Optuna's densities (to
-rounding) and Optuna's draws and samples (to the bit), for every kind of distribution a campaign uses."""
+"""``tpe_density``: one parameter of independent TPE computed in one pass, with Optuna's densities, draws
+and samples (to rounding), for every kind of distribution a campaign uses."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from principlelab.studies import tpe, tpe_density
+from test_tpe import assert_same_trials
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 pytestmark = pytest.mark.skipif(not tpe.GATHERS_BY_TRIAL, reason="the lean path follows Optuna 5's estimator")
 _parzen = importlib.import_module("optuna.samplers._tpe.parzen_estimator")
 _sampler = importlib.import_module("optuna.samplers._tpe.sampler")
+_truncnorm = importlib.import_module("optuna.samplers._tpe._truncnorm")
 
 DISTRIBUTIONS = {
     "float": FloatDistribution(-2.0, 3.0),
@@ -75,7 +77,7 @@ def test_the_mixture_densities_are_optunas(kind: str, n: int) -> None:
 
 @pytest.mark.parametrize("kind", list(DISTRIBUTIONS))
 @pytest.mark.parametrize("sizes", [(0, 0), (2, 5), (4, 40), (25, 200)])
-def test_the_sample_is_optunas_to_the_bit(kind: str, sizes: tuple[int, int]) -> None:
+def test_the_sample_is_optunas(kind: str, sizes: tuple[int, int]) -> None:
     distribution, rng = DISTRIBUTIONS[kind], np.random.default_rng(sum(sizes))
     below, above = observations(distribution, sizes[0], rng), observations(distribution, sizes[1], rng)
     for seed in range(25):
@@ -85,8 +87,33 @@ def test_the_sample_is_optunas_to_the_bit(kind: str, sizes: tuple[int, int]) -> 
         score = mpe_below.log_pdf(candidates) - mpe_above.log_pdf(candidates)
         expected = optuna.samplers.TPESampler._compare(candidates, score)["p"]
         ours = tpe_density.sample_internal(below, above, distribution, ours_rng, 24, _sampler.default_weights, 1.0)
-        assert ours == expected, (seed, ours, expected)
+        if kind in ("float", "log float"):  # Optuna's draw to rounding (test_the_draws_are_optunas)
+            assert ours == pytest.approx(expected, rel=1e-10, abs=1e-12), (seed, ours, expected)
+        else:  # a step grid or a category: exactly
+            assert ours == expected, (seed, ours, expected)
         assert ours_rng.randint(2**31) == theirs_rng.randint(2**31)  # the generator advanced as Optuna's
+
+
+@pytest.mark.parametrize("interval", ["central", "at the low end", "at the high end", "narrow", "far tails"])
+def test_the_draws_are_optunas(interval: str) -> None:
+    """``_draw_standard`` against Optuna's ``_truncnorm.rvs``: the same generator calls, values to 1e-10."""
+    rng = np.random.default_rng(len(interval))
+    n = 5000
+    a, b = -rng.exponential(2.0, n), rng.exponential(2.0, n)  # kernels' bounds hold the centre: a <= 0 <= b
+    if interval == "at the low end":  # an observation at the low bound
+        a[:] = 0.0
+    elif interval == "at the high end":
+        b[:] = 0.0
+    elif interval == "narrow":  # a wide kernel on a narrow range (the prior's width is the range's)
+        a, b = -rng.uniform(0, 1e-3, n), rng.uniform(0, 1e-3, n)
+    elif interval == "far tails":  # a narrow kernel (the magic clip allows 1/100 of the range)
+        a, b = -rng.uniform(0, 100, n), rng.uniform(0, 100, n)
+    theirs_rng, ours_rng = np.random.RandomState(3), np.random.RandomState(3)
+    expected = _truncnorm.rvs(a, b, random_state=theirs_rng)
+    ours = tpe_density._draw_standard(a, b, tpe_density._log_gauss_mass(a, b), ours_rng)
+    assert ((ours >= a) & (ours <= b)).all()
+    np.testing.assert_allclose(ours, expected, rtol=1e-10, atol=1e-12)
+    assert ours_rng.randint(2**31) == theirs_rng.randint(2**31)
 
 
 def every_kind(trial: optuna.Trial) -> float:
@@ -115,7 +142,7 @@ def test_a_study_samples_as_optunas_tpe_through_the_lean_path(constant_liar: boo
                                                 multivariate=False))
         study.optimize(every_kind, n_trials=70)
         histories.append([(t.params, t.value) for t in study.trials])
-    assert histories[0] == histories[1]
+    assert_same_trials(histories[1], histories[0])
     assert calls["n"] > 60 * 5  # each parameter of each trial after the startup ones
 
 
@@ -136,3 +163,20 @@ def test_what_it_does_not_compute_runs_optunas_code(variant: str, monkeypatch: p
     study = optuna.create_study(directions=directions, sampler=sampler)
     study.optimize(lambda t: [t.suggest_float("x", 0, 1)] * len(directions), n_trials=8)
     assert len(study.trials) == 8
+
+
+def test_mixture_weights_are_kept_only_for_optunas_default_weights() -> None:
+    for n in (0, 1, 5, 30, 140):
+        kept = tpe_density._mixture_weights(n, _sampler.default_weights, 1.0)
+        assert kept is tpe_density._mixture_weights(n, _sampler.default_weights, 1.0)
+        np.testing.assert_array_equal(kept, tpe_density._normalised_weights(n, _sampler.default_weights, 1.0))
+        assert kept.sum() == pytest.approx(1.0) and not kept.flags.writeable
+    calls: list[int] = []
+
+    def custom(n: int) -> np.ndarray:
+        calls.append(n)
+        return np.arange(1, n + 1, dtype=float)
+
+    first, second = (tpe_density._mixture_weights(4, custom, 1.0) for _ in range(2))
+    assert calls == [4, 4] and first is not second
+    np.testing.assert_allclose(first, np.array([1, 2, 3, 4, 1]) / 11)

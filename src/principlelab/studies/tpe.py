@@ -13,7 +13,8 @@ and counting before it) once for each distinct list of trials and reuses it for 
 snapshot at every ask and tell); with constant liar, once for each distinct list of trial objects
 read from the storage (storages replace a trial's object when it changes; the cache holds the
 objects, so an address is never reused while cached). The samples are the same as
-:class:`~optuna.samplers.TPESampler`'s with the same seed (``tests/test_tpe.py`` checks it, with the
+:class:`~optuna.samplers.TPESampler`'s with the same seed, to rounding in a float parameter's last digits
+(see :mod:`~principlelab.studies.tpe_density`; ``tests/test_tpe.py`` checks it, with the
 history changing between two parameters of one trial).
 
 Each parameter's density is built from the internal values of every trial in the good and the bad
@@ -28,7 +29,7 @@ and independent TPE, and follows Optuna 5's ``_sample``. Elsewhere (Optuna 4, mu
 Optuna's own methods run, with only the split cached during this sampler's calls (a wrapper of
 Optuna's private ``_split_trials``; where the installed Optuna has none, the sampler is plain TPE).
 Under Optuna 5 each parameter's two densities, candidates and acquisition are computed by
-:mod:`principlelab.studies.tpe_density` (Optuna's draws to the bit, its densities to rounding) instead
+:mod:`principlelab.studies.tpe_density` (Optuna's draws and densities to rounding) instead
 of Optuna's estimator objects. ``benchmarks/bench_sampler.py`` measures it (docs/performance.md).
 """
 
@@ -96,7 +97,8 @@ class _ParameterColumns:
 
     def __init__(self, storage: Any, study_id: int) -> None:
         self.storage, self.study_id = storage, study_id  # the storage itself: an id() could be reused
-        self.columns: dict[tuple[str, BaseDistribution], tuple[np.ndarray, np.ndarray]] = {}  # values, known
+        # by name, one entry per distribution the name had: (distribution, values, known)
+        self.columns: dict[str, list[tuple[BaseDistribution, np.ndarray, np.ndarray]]] = {}
 
     def of(self, study: Any) -> bool:
         """Whether these are ``study``'s columns."""
@@ -109,7 +111,7 @@ class _ParameterColumns:
         ``numbers``: the trials' numbers, if known (``[len(trials)]`` int64)."""
         if numbers is None:
             numbers = _numbers(trials)
-        values, known = self._column((name, distribution), int(numbers.max()) + 1 if len(trials) else 0)
+        values, known = self._column(name, distribution, int(numbers.max()) + 1 if len(trials) else 0)
         gathered = values[numbers]
         for i in np.flatnonzero(~known[numbers]):  # new since the last call, or still running
             trial = trials[i]
@@ -122,16 +124,33 @@ class _ParameterColumns:
             return gathered.astype(np.int64)
         return gathered
 
-    def _column(self, key: tuple[str, BaseDistribution], size: int) -> tuple[np.ndarray, np.ndarray]:
-        """``[capacity]`` float64 values and bool "finished trial read", for trial numbers below ``size`` at least."""
-        column = self.columns.get(key)
-        if column is None or len(column[0]) < size:
-            capacity = max(64, 2 * size)
-            values, known = np.full(capacity, np.nan), np.zeros(capacity, dtype=bool)
-            if column is not None:
-                values[:len(column[0])], known[:len(column[1])] = column
-            column = self.columns[key] = values, known
-        return column
+    def _column(self, name: str, distribution: BaseDistribution, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """``[capacity]`` float64 values and bool "finished trial read", for trial numbers below ``size`` at least.
+
+        Looked up by name, then by distribution: Optuna passes a new, equal distribution object for
+        each suggestion, and comparing the fields is cheaper than hashing it (``__dict__`` equality of
+        two distributions of one class is Optuna's equality; Optuna's ``==`` decides otherwise, as for
+        a NaN choice)."""
+        entries = self.columns.setdefault(name, [])
+        found = next((i for i, (known, *_) in enumerate(entries) if _same(known, distribution)), None)
+        if found is not None and len(entries[found][1]) >= size:
+            return entries[found][1], entries[found][2]
+        capacity = max(64, 2 * size)
+        values, known = np.full(capacity, np.nan), np.zeros(capacity, dtype=bool)
+        if found is not None:
+            _, old_values, old_known = entries[found]
+            values[:len(old_values)], known[:len(old_known)] = old_values, old_known
+            entries[found] = distribution, values, known
+        else:
+            entries.append((distribution, values, known))
+        return values, known
+
+
+def _same(known: BaseDistribution, distribution: BaseDistribution) -> bool:
+    """Whether two distributions are equal (Optuna's ``==``), checking the common case cheaply first."""
+    if known is distribution or (type(known) is type(distribution) and known.__dict__ == distribution.__dict__):
+        return True
+    return bool(known == distribution)
 
 
 @dataclass

@@ -6,11 +6,15 @@ For each parameter of each trial Optuna 5 builds two ``_ParzenEstimator`` object
 scores them with both (``TPESampler._sample``); the scoring computes ``log Phi`` one element at a time in
 Python (``np.frompyfunc``). :func:`sample_internal` computes the same mixtures (weights, kernel centres and
 widths, the prior kernel, the magic clip, the step bins, the log scale) with the same float64
-operations, draws the candidates with Optuna's own truncated-normal draw (``_truncnorm.rvs``) from the
-same generator in the same order, and scores them with ``scipy.special.log_ndtr`` and ``ndtr``. So the
-draws are Optuna's to the bit and the scores to rounding, and the sample is Optuna's
-(``tests/test_tpe_density.py`` compares densities and samples with Optuna's objects, and whole studies
-with ``TPESampler``). Per campaign trial that halves TPE's time after 60 trials (docs/performance.md).
+operations, and scores the candidates with ``scipy.special.log_ndtr`` and ``ndtr``. The candidates are
+drawn as Optuna's truncated-normal draw (``_truncnorm.rvs``) draws them: the same uniform numbers from the
+same generator in the same order, each turned into a value by the truncated normal's inverse CDF. Optuna
+inverts it with a Newton iteration in Python (``_ndtri_exp``, ``log_ndtr`` one element at a time), this
+module with SciPy's exact ``ndtri_exp``: the values agree to about 1e-12 relative, and the generator
+advances as Optuna's. So the scores and the draws are Optuna's to rounding, and the sample is Optuna's but
+for a float parameter's last digits (``tests/test_tpe_density.py`` compares densities, draws and samples
+with Optuna's objects, and whole studies with ``TPESampler``). Per campaign trial that halves TPE's time
+after 60 trials (docs/performance.md).
 
 Only what a campaign's TPE uses takes this path: one parameter at a time (independent TPE, Optuna 5),
 one objective, Optuna's estimator class, magic clip on and ``consider_endpoints`` off; :func:`supported`
@@ -19,13 +23,14 @@ checks the arguments, and anything else runs Optuna's own code.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
 import numpy as np
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.samplers._tpe import _truncnorm
-from scipy.special import log_ndtr, ndtr
+from optuna.samplers._tpe.sampler import default_weights
+from scipy.special import log_ndtr, ndtr, ndtri_exp
 
 __all__ = ["sample_internal", "supported"]
 
@@ -68,11 +73,26 @@ def sample_internal(below: np.ndarray, above: np.ndarray, distribution: BaseDist
 
 
 def _mixture_weights(n_observations: int, weights: Callable[[int], np.ndarray], prior_weight: float) -> np.ndarray:
-    """``[n_observations + 1]`` kernel weights, the prior's last, summing to 1 (Optuna's ``_ParzenEstimator``)."""
+    """``[n_observations + 1]`` kernel weights, the prior's last, summing to 1 (Optuna's ``_ParzenEstimator``);
+    read-only, and kept for Optuna's own ``default_weights`` (a function of ``n`` alone)."""
+    if weights is default_weights:
+        return _default_mixture_weights(n_observations, prior_weight)
+    return _normalised_weights(n_observations, weights, prior_weight)
+
+
+def _normalised_weights(n_observations: int, weights: Callable[[int], np.ndarray], prior_weight: float) -> np.ndarray:
     if n_observations == 0:
-        return np.array([1.0])
-    kernel_weights = np.append(np.array(weights(n_observations))[:n_observations], [prior_weight])
-    return kernel_weights / kernel_weights.sum()
+        kernel_weights = np.array([1.0])
+    else:
+        kernel_weights = np.append(np.array(weights(n_observations))[:n_observations], [prior_weight])
+        kernel_weights = kernel_weights / kernel_weights.sum()
+    kernel_weights.flags.writeable = False
+    return kernel_weights
+
+
+@functools.lru_cache(maxsize=4096)
+def _default_mixture_weights(n_observations: int, prior_weight: float) -> np.ndarray:
+    return _normalised_weights(n_observations, default_weights, prior_weight)
 
 
 def _categorical_table(observed: np.ndarray, n_choices: int, prior_weight: float) -> np.ndarray:
@@ -117,10 +137,10 @@ class _Kernels:
         self.log_mass = _log_gauss_mass(self.a, self.b)
 
     def draw(self, active: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
-        """``[n]`` draws (external scale, on the step grid) from kernels ``active`` ``[n]``: Optuna's own
-        truncated-normal draw (``_truncnorm.rvs``) with Optuna's arguments, so the values are Optuna's."""
-        values = _truncnorm.rvs(a=self.a[active], b=self.b[active], loc=self.mus[active], scale=self.sigmas[active],
-                                random_state=rng)
+        """``[n]`` draws (external scale, on the step grid) from kernels ``active`` ``[n]``: Optuna's
+        truncated-normal draw (``_truncnorm.rvs``) with Optuna's arguments, to rounding (:func:`_draw_standard`)."""
+        values = _draw_standard(self.a[active], self.b[active], self.log_mass[active], rng)
+        values = values * self.sigmas[active] + self.mus[active]
         if self.distribution.log:
             values = np.exp(values)
         if self.step:
@@ -138,6 +158,24 @@ class _Kernels:
         x = (scale(values)[:, np.newaxis] - self.mus) / self.sigmas
         out = -(x ** 2) / 2.0 - _LOG_SQRT_2PI - self.log_mass - np.log(self.sigmas)
         return np.where((x < self.a) | (x > self.b), -np.inf, out)
+
+
+def _draw_standard(a: np.ndarray, b: np.ndarray, log_mass: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+    """``[n]`` draws of standard normals truncated to ``[a, b]`` (``[n]`` each; ``log_mass``: their
+    :func:`_log_gauss_mass`) by inverting the CDF at uniform numbers drawn from ``rng``.
+
+    Optuna's ``_truncnorm.rvs`` and ``ppf``, step by step: the same one call to ``rng.uniform``, then
+    ``Phi(x) = Phi(a) + q * mass`` solved in the left tail (for ``a >= 0`` the mirrored problem in
+    ``-b``, with ``1 - q``), in logs. Optuna solves ``log Phi(x) = y`` with a Newton iteration stopped at
+    a relative step of 1e-8; ``scipy.special.ndtri_exp`` solves it directly, so the two agree to about
+    1e-12 relative rather than to the bit.
+    """
+    q = rng.uniform(low=0, high=1, size=len(a))
+    left = a < 0
+    with np.errstate(divide="ignore"):  # q == 0: log 0, whose draw is a (below)
+        log_q = np.where(left, np.log(q), np.log1p(-q))
+    x = ndtri_exp(np.logaddexp(log_ndtr(np.where(left, a, -b)), log_q + log_mass))
+    return np.where(q == 0, a, np.where(left, x, -x))
 
 
 def _identity(values: np.ndarray) -> np.ndarray:
