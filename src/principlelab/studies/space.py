@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import product
@@ -278,8 +278,11 @@ class SearchSpace:
         suggested; record it with :func:`tell_rejected` (no training). ``config`` holds the
         searched and fixed values only; defaults fill the rest.
         """
+        expect = _announcer(trial)
+        expect([(slot, CategoricalDistribution(list(self.choices[slot]))) for slot in SLOTS])
         names = {slot: trial.suggest_categorical(slot, list(self.choices[slot])) for slot in SLOTS}
         self.registry.check_compatible(names)
+        expect([(p.key, p.distribution) for slot, name in names.items() for p in self.params[(slot, name)]])
         out: dict[str, dict[str, Any]] = {}
         for slot, name in names.items():
             config: dict[str, Any] = {}
@@ -344,6 +347,16 @@ class SearchSpace:
         """:func:`recipe_key` with this space's registry."""
         return recipe_key(self.registry, slots, network)
 
+
+
+def _announcer(trial: Any) -> Callable[[list[tuple[str, BaseDistribution]]], None]:
+    """A function telling the trial's sampler which parameters the trial suggests next, in order, when the
+    sampler takes such hints (:meth:`SplitOnceTPESampler.expect`: it then samples them together); a no-op
+    for any other sampler, or a trial without a study."""
+    expect = getattr(getattr(getattr(trial, "study", None), "sampler", None), "expect", None)
+    if not callable(expect):
+        return lambda parameters: None
+    return lambda parameters: expect(trial, parameters)
 
 
 def tell_rejected(study: Any, trial: Any, error: BaseException | str) -> None:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +49,7 @@ from optuna.samplers import TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
 from principlelab.studies import tpe_density
+from principlelab.studies.tpe_plan import Entries, ExpectedParameters, same_distribution
 
 __all__ = ["SplitOnceTPESampler"]
 
@@ -132,7 +133,7 @@ class _ParameterColumns:
         two distributions of one class is Optuna's equality; Optuna's ``==`` decides otherwise, as for
         a NaN choice)."""
         entries = self.columns.setdefault(name, [])
-        found = next((i for i, (known, *_) in enumerate(entries) if _same(known, distribution)), None)
+        found = next((i for i, (known, *_) in enumerate(entries) if same_distribution(known, distribution)), None)
         if found is not None and len(entries[found][1]) >= size:
             return entries[found][1], entries[found][2]
         capacity = max(64, 2 * size)
@@ -144,13 +145,6 @@ class _ParameterColumns:
         else:
             entries.append((distribution, values, known))
         return values, known
-
-
-def _same(known: BaseDistribution, distribution: BaseDistribution) -> bool:
-    """Whether two distributions are equal (Optuna's ``==``), checking the common case cheaply first."""
-    if known is distribution or (type(known) is type(distribution) and known.__dict__ == distribution.__dict__):
-        return True
-    return bool(known == distribution)
 
 
 @dataclass
@@ -190,6 +184,7 @@ class SplitOnceTPESampler(TPESampler):
         self._split_cache: _SplitCache = {}
         self._columns: _ParameterColumns | None = None
         self._history: _History | None = None
+        self._expected: ExpectedParameters | None = None
 
     def _by_trial(self, study: Any) -> bool:
         """Whether this sampler's own independent path runs (Optuna 5, independent TPE)."""
@@ -280,17 +275,68 @@ class SplitOnceTPESampler(TPESampler):
         finally:
             _active_cache.reset(token)
 
+    def expect(self, trial: Any, parameters: Sequence[tuple[str, BaseDistribution]]) -> None:
+        """Announce that ``trial`` (an Optuna trial) will suggest ``parameters`` next, in this order, so
+        that they are sampled together (:mod:`~principlelab.studies.tpe_plan`: the same values as one at a
+        time). Anything else it asks for first simply ends the announcement."""
+        self._settle_expected()
+        entries = [(name, distribution) for name, distribution in parameters if not distribution.single()]
+        if entries:
+            self._expected = ExpectedParameters(trial.number, entries, self._n_ei_candidates)
+
+    def _settle_expected(self) -> None:
+        expected, self._expected = self._expected, None
+        if expected is not None:
+            expected.settle(self._rng.rng)
+
+    def _take_expected(self, study: Any, trial: FrozenTrial, name: str, distribution: BaseDistribution) -> Any:
+        """The expected parameter ``name``'s value (external), or None when it is not the one expected next."""
+        expected = self._expected
+        if expected is None or not expected.is_next(trial.number, name, distribution) or not self._lean(study):
+            self._settle_expected()
+            return None
+        split = self._split_for(study, trial)
+        value = expected.take(self._rng.rng, split,
+                              lambda entries, draws: self._sample_many(study, split, entries, draws))
+        if expected.done:
+            self._expected = None
+        return distribution.to_external_repr(value)
+
+    def _sample_many(self, study: Any, split: _Split, entries: Entries, draws: np.ndarray) -> list[float]:
+        """Internal values of ``entries``, each sampled as :meth:`_sample` samples it alone from ``split``
+        with its uniform numbers ``draws[i]``."""
+        observed = [(self._get_internal_repr(split.below, {name: distribution}, study)[name],
+                     self._get_internal_repr(split.above, {name: distribution}, study)[name], distribution)
+                    for name, distribution in entries]
+        parameters = self._parzen_estimator_parameters
+        return tpe_density.sample_many(observed, draws, parameters.weights, parameters.prior_weight)
+
     def before_trial(self, study: Any, trial: FrozenTrial) -> None:
+        self._settle_expected()
         self._split_cache.clear()
         self._history = None  # release the last trial's objects
         super().before_trial(study, trial)
 
+    def after_trial(self, study: Any, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None) -> None:
+        if self._expected is not None and self._expected.number == trial.number:
+            self._settle_expected()  # it ended before its last expected parameter
+        super().after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._expected = None  # a new generator: nothing to put back
+        super().reseed_rng()
+
     def sample_independent(self, study: Any, trial: FrozenTrial, param_name: str, param_distribution: Any) -> Any:
         if not self._by_trial(study):  # Optuna's, with the split cached
+            self._settle_expected()
             return self._cached(lambda: super(SplitOnceTPESampler, self).sample_independent(
                 study, trial, param_name, param_distribution))
         if self._read(study, trial, use_cache=True).finished < self._n_startup_trials:  # as Optuna's
+            self._settle_expected()
             return self._random_sampler.sample_independent(study, trial, param_name, param_distribution)
+        value = self._take_expected(study, trial, param_name, param_distribution)
+        if value is not None:
+            return value
         return self._sample(study, trial, {param_name: param_distribution})[param_name]
 
     def sample_relative(self, study: Any, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
@@ -52,24 +52,63 @@ def sample_internal(below: np.ndarray, above: np.ndarray, distribution: BaseDist
     have the parameter (Optuna's ``_get_internal_repr``); ``weights``: Optuna's weights function;
     ``rng``: the sampler's, advanced exactly as Optuna's ``_MixtureOfProductDistribution.sample``.
     """
-    weights_below = _mixture_weights(len(below), weights, prior_weight)
-    weights_above = _mixture_weights(len(above), weights, prior_weight)
-    active = rng.choice(len(weights_below), p=weights_below, size=n_candidates)
+    draws = rng.random_sample((1, 2, n_candidates))  # what Optuna's rng.choice, then its uniform draw, take
+    return sample_many([(below, above, distribution)], draws, weights, prior_weight)[0]
+
+
+Observed = tuple[np.ndarray, np.ndarray, BaseDistribution]
+"""One parameter's ``below`` and ``above`` internal values and its distribution (see :func:`sample_internal`)."""
+
+
+def sample_many(entries: Sequence[Observed], draws: np.ndarray, weights: Callable[[int], np.ndarray],
+                prior_weight: float) -> list[float]:
+    """TPE's samples of several parameters at once, each as :func:`sample_internal` samples it alone.
+
+    ``draws``: ``[len(entries), 2, n_candidates]`` uniform numbers in [0, 1): for entry ``i``, what
+    :func:`sample_internal` would draw from the generator when sampling it (Optuna draws them as
+    ``rng.choice(n_kernels, p=weights, size=n)``, then ``n`` uniform numbers for the candidates; both take
+    ``n`` doubles from the generator whatever the parameter). Parameters of the same kind (categorical or
+    numerical) with the same numbers of good and bad observations are computed together, one array
+    operation for all of them.
+    """
+    samples = [0.0] * len(entries)
+    groups: dict[tuple[str, int, int], list[int]] = {}
+    for i, (below, above, distribution) in enumerate(entries):
+        groups.setdefault((_kind(distribution), len(below), len(above)), []).append(i)
+    for (kind, n_below, n_above), members in groups.items():
+        weights_below = _mixture_weights(n_below, weights, prior_weight)
+        weights_above = _mixture_weights(n_above, weights, prior_weight)
+        cdf = np.cumsum(weights_below)
+        cdf /= cdf[-1]
+        active = cdf.searchsorted(draws[members, 0], side="right")  # [g, n]: numpy's choice, row by row
+        uniform = draws[members, 1]
+        below = np.array([entries[i][0] for i in members]).reshape(len(members), n_below)
+        above = np.array([entries[i][1] for i in members]).reshape(len(members), n_above)
+        distributions = [entries[i][2] for i in members]
+        if kind == "categorical":
+            n_choices = [len(d.choices) for d in distributions]  # type: ignore[attr-defined]
+            table_below = _categorical_tables(below, n_choices, prior_weight)
+            table_above = _categorical_tables(above, n_choices, prior_weight)
+            candidates = _draw_categories(table_below, active, uniform, n_choices)
+            log_pdf_below = _table_log_pdf(table_below, candidates)
+            log_pdf_above = _table_log_pdf(table_above, candidates)
+        else:
+            kernels_below = _Kernels(below, distributions)  # type: ignore[arg-type]
+            candidates = kernels_below.draw(active, uniform)
+            log_pdf_below = kernels_below.log_pdf(candidates)
+            log_pdf_above = _Kernels(above, distributions).log_pdf(candidates)  # type: ignore[arg-type]
+        score = _mixture_log_pdf(log_pdf_below, weights_below) - _mixture_log_pdf(log_pdf_above, weights_above)
+        best = candidates[np.arange(len(members)), np.argmax(score, axis=1)]
+        for i, value in zip(members, best.tolist(), strict=True):
+            samples[i] = float(value)
+    return samples
+
+
+def _kind(distribution: BaseDistribution) -> str:
     if isinstance(distribution, CategoricalDistribution):
-        table_below = _categorical_table(below, len(distribution.choices), prior_weight)
-        table_above = _categorical_table(above, len(distribution.choices), prior_weight)
-        cumulative = np.cumsum(table_below[active], axis=-1)
-        cumulative[:, -1] = 1
-        candidates = np.sum(cumulative < rng.rand(n_candidates)[:, np.newaxis], axis=-1)
-        log_pdf_below, log_pdf_above = np.log(table_below[:, candidates].T), np.log(table_above[:, candidates].T)
-    else:
-        assert isinstance(distribution, FloatDistribution | IntDistribution)
-        kernels_below = _Kernels(below, distribution)
-        candidates = kernels_below.draw(active, rng)
-        log_pdf_below = kernels_below.log_pdf(candidates)
-        log_pdf_above = _Kernels(above, distribution).log_pdf(candidates)
-    score = _mixture_log_pdf(log_pdf_below, weights_below) - _mixture_log_pdf(log_pdf_above, weights_above)
-    return float(candidates[np.argmax(score)])
+        return "categorical"
+    assert isinstance(distribution, FloatDistribution | IntDistribution)
+    return "numerical"
 
 
 def _mixture_weights(n_observations: int, weights: Callable[[int], np.ndarray], prior_weight: float) -> np.ndarray:
@@ -95,91 +134,141 @@ def _default_mixture_weights(n_observations: int, prior_weight: float) -> np.nda
     return _normalised_weights(n_observations, default_weights, prior_weight)
 
 
-def _categorical_table(observed: np.ndarray, n_choices: int, prior_weight: float) -> np.ndarray:
-    """``[n_kernels, n_choices]`` each kernel's probability of each choice: one kernel per observation,
-    plus the prior (uniform); a single uniform kernel when nothing was observed."""
-    if len(observed) == 0:
-        return np.full((1, n_choices), fill_value=1.0 / n_choices)
-    n_kernels = len(observed) + 1
-    table = np.full((n_kernels, n_choices), fill_value=prior_weight / n_kernels)
-    table[np.arange(len(observed)), observed.astype(int)] += 1
-    row_sums = table.sum(axis=1, keepdims=True)
+def _categorical_tables(observed: np.ndarray, n_choices: list[int], prior_weight: float) -> np.ndarray:
+    """``[g, n_kernels, max(n_choices)]`` for each of ``g`` parameters (``observed``: ``[g, n]`` category
+    indices), each kernel's probability of each choice: one kernel per observation, plus the prior
+    (uniform); a single uniform kernel when nothing was observed. Choices past a parameter's own count
+    have probability 0."""
+    g, n = observed.shape
+    counts = np.array(n_choices)
+    real = np.arange(max(n_choices)) < counts[:, np.newaxis]  # [g, c]
+    if n == 0:
+        return np.where(real, 1.0 / counts[:, np.newaxis], 0.0)[:, np.newaxis, :]
+    n_kernels = n + 1
+    table = np.where(real[:, np.newaxis, :], prior_weight / n_kernels, 0.0) * np.ones((1, n_kernels, 1))
+    table[np.arange(g)[:, np.newaxis], np.arange(n), observed.astype(int)] += 1
+    row_sums = table.sum(axis=2, keepdims=True)
     return table / np.where(row_sums == 0, 1, row_sums)
 
 
-class _Kernels:
-    """The truncated normal kernels of one numerical parameter, on its search scale (log for ``log=True``),
-    over ``[low - step/2, high + step/2]`` for a stepped parameter: ``mus``, ``sigmas`` ``[n_kernels]``."""
+def _draw_categories(table: np.ndarray, active: np.ndarray, uniform: np.ndarray, n_choices: list[int]) -> np.ndarray:
+    """``[g, n]`` categories drawn from kernels ``active`` ``[g, n]`` of ``table`` at ``uniform`` ``[g, n]``
+    (Optuna's: the first choice whose cumulative probability reaches the number, the last one at 1)."""
+    cumulative = np.cumsum(table[np.arange(len(table))[:, np.newaxis], active], axis=-1)  # [g, n, c]
+    last_or_past = np.arange(cumulative.shape[-1]) >= np.array(n_choices)[:, np.newaxis, np.newaxis] - 1
+    cumulative = np.where(last_or_past, 1.0, cumulative)
+    return np.sum(cumulative < uniform[:, :, np.newaxis], axis=-1)
 
-    def __init__(self, observed: np.ndarray, distribution: FloatDistribution | IntDistribution) -> None:
-        self.distribution = distribution
-        self.step = float(distribution.step or 0.0)
-        low, high = distribution.low, distribution.high
-        if distribution.step is not None:
-            low, high = low - distribution.step / 2, high + distribution.step / 2
+
+def _table_log_pdf(table: np.ndarray, categories: np.ndarray) -> np.ndarray:
+    """``[g, n, n_kernels]`` each kernel's log-probability of ``categories`` ``[g, n]``, C-contiguous: the
+    sum over kernels (:func:`_log_sum_exp`) then adds in Optuna's order, which decides between categories
+    of equal probability (exact ties are common: equal counts, equal weights)."""
+    g, n_kernels = table.shape[:2]
+    return np.log(table[np.arange(g)[:, np.newaxis, np.newaxis], np.arange(n_kernels), categories[:, :, np.newaxis]])
+
+
+class _Kernels:
+    """The truncated normal kernels of ``g`` numerical parameters with ``n`` observations each, on their
+    search scales (log for ``log=True``), over ``[low - step/2, high + step/2]`` for a stepped parameter:
+    ``mus``, ``sigmas`` ``[g, n + 1]``, the prior's last."""
+
+    def __init__(self, observed: np.ndarray, distributions: Sequence[FloatDistribution | IntDistribution]) -> None:
+        g, n = observed.shape
+        self.rows = np.arange(g)[:, np.newaxis]
+        self.distributions = distributions
+        self.stepped = np.array([d.step is not None for d in distributions])
+        self.steps = np.array([float(d.step or 0.0) for d in distributions])[:, np.newaxis]  # [g, 1]
+        self.logs = np.array([d.log for d in distributions])
+        bounds = [(d.low - d.step / 2, d.high + d.step / 2) if d.step is not None else (d.low, d.high)
+                  for d in distributions]
         # as Optuna: the truncation bounds' logs with math, the kernels' with numpy (the two may round apart)
-        self.low, self.high = (math.log(low), math.log(high)) if distribution.log else (low, high)
-        if distribution.log:
-            observed, low, high = np.log(observed), np.log(low), np.log(high)
-        order = np.argsort(observed)
-        with_ends = np.empty(len(observed) + 2)
-        with_ends[0], with_ends[1:-1], with_ends[-1] = low, observed[order], high
-        sorted_sigmas = np.maximum(with_ends[1:-1] - with_ends[0:-2], with_ends[2:] - with_ends[1:-1])
-        if len(with_ends) >= 4:  # consider_endpoints=False: the outer kernels look inwards only
-            sorted_sigmas[0] = with_ends[2] - with_ends[1]
-            sorted_sigmas[-1] = with_ends[-2] - with_ends[-3]
-        sigmas = sorted_sigmas[np.argsort(order)]
-        n_kernels = len(observed) + 1
-        sigmas = np.clip(sigmas, (high - low) / min(100.0, 1.0 + n_kernels), high - low)  # the magic clip
-        self.mus = np.append(observed, [0.5 * (low + high)])
-        self.sigmas = np.append(sigmas, [high - low])
+        truncation = [(math.log(low), math.log(high)) if d.log else (low, high)
+                      for d, (low, high) in zip(distributions, bounds, strict=True)]
+        kernel_bounds = [(np.log(low), np.log(high)) if d.log else (low, high)
+                         for d, (low, high) in zip(distributions, bounds, strict=True)]
+        self.low, self.high = (np.array(column, dtype=float)[:, np.newaxis] for column in zip(*truncation, strict=True))
+        low, high = (np.array(column, dtype=float)[:, np.newaxis] for column in zip(*kernel_bounds, strict=True))
+        observed = self._to_search_scale(observed)
+        order = np.argsort(observed, axis=1)
+        with_ends = np.concatenate([low, observed[self.rows, order], high], axis=1)
+        sorted_sigmas = np.maximum(with_ends[:, 1:-1] - with_ends[:, 0:-2], with_ends[:, 2:] - with_ends[:, 1:-1])
+        if n >= 2:  # consider_endpoints=False: the outer kernels look inwards only
+            sorted_sigmas[:, 0] = with_ends[:, 2] - with_ends[:, 1]
+            sorted_sigmas[:, -1] = with_ends[:, -2] - with_ends[:, -3]
+        sigmas = sorted_sigmas[self.rows, np.argsort(order, axis=1)]
+        sigmas = np.clip(sigmas, (high - low) / min(100.0, 1.0 + n + 1), high - low)  # the magic clip
+        self.mus = np.concatenate([observed, 0.5 * (low + high)], axis=1)
+        self.sigmas = np.concatenate([sigmas, high - low], axis=1)
         self.a, self.b = (self.low - self.mus) / self.sigmas, (self.high - self.mus) / self.sigmas  # standardised
         self.log_mass = _log_gauss_mass(self.a, self.b)
 
-    def draw(self, active: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
-        """``[n]`` draws (external scale, on the step grid) from kernels ``active`` ``[n]``: Optuna's
-        truncated-normal draw (``_truncnorm.rvs``) with Optuna's arguments, to rounding (:func:`_draw_standard`)."""
-        values = _draw_standard(self.a[active], self.b[active], self.log_mass[active], rng)
-        values = values * self.sigmas[active] + self.mus[active]
-        if self.distribution.log:
-            values = np.exp(values)
-        if self.step:
-            low, high = self.distribution.low, self.distribution.high
-            values = np.clip(low + np.round((values - low) / self.step) * self.step, low, high)
+    def _to_search_scale(self, values: np.ndarray, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """``values`` ``[r, m]`` of parameters ``rows`` on their search scales: the log for ``log=True`` rows."""
+        logs = self.logs[rows]
+        if not logs.any():
+            return values
+        values = values.astype(float)
+        values[logs] = np.log(values[logs])
+        return values
+
+    def draw(self, active: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+        """``[g, n]`` draws (external scale, on the step grid) from kernels ``active`` ``[g, n]`` at the
+        uniform numbers ``uniform`` ``[g, n]``: Optuna's truncated-normal draw (``_truncnorm.rvs``) with
+        Optuna's arguments, to rounding (:func:`_draw_standard`)."""
+        a, b, log_mass = self.a[self.rows, active], self.b[self.rows, active], self.log_mass[self.rows, active]
+        values = _draw_standard(a, b, log_mass, uniform) * self.sigmas[self.rows, active] + self.mus[self.rows, active]
+        if self.logs.any():
+            values[self.logs] = np.exp(values[self.logs])
+        if self.stepped.any():
+            stepped = self.stepped
+            low, high = (np.array([getattr(d, end) for d, s in zip(self.distributions, stepped, strict=True) if s],
+                                  dtype=float)[:, np.newaxis] for end in ("low", "high"))
+            steps = self.steps[stepped]
+            values[stepped] = np.clip(low + np.round((values[stepped] - low) / steps) * steps, low, high)
         return values
 
     def log_pdf(self, values: np.ndarray) -> np.ndarray:
-        """``[n, n_kernels]`` each kernel's log-density (log-mass of the step bin) at ``values`` ``[n]``."""
-        scale = np.log if self.distribution.log else _identity
-        if self.step:
-            left = (scale(values - self.step / 2)[:, np.newaxis] - self.mus) / self.sigmas
-            right = (scale(values + self.step / 2)[:, np.newaxis] - self.mus) / self.sigmas
-            return _log_gauss_mass(left, right) - self.log_mass
-        x = (scale(values)[:, np.newaxis] - self.mus) / self.sigmas
-        out = -(x ** 2) / 2.0 - _LOG_SQRT_2PI - self.log_mass - np.log(self.sigmas)
-        return np.where((x < self.a) | (x > self.b), -np.inf, out)
+        """``[g, n, n_kernels]`` each kernel's log-density (log-mass of the step bin) at ``values`` ``[g, n]``."""
+        if self.stepped.all():
+            return self._stepped_log_pdf(values, slice(None))
+        if not self.stepped.any():
+            return self._continuous_log_pdf(values, slice(None))
+        out = np.empty((*values.shape, self.mus.shape[1]))
+        out[self.stepped] = self._stepped_log_pdf(values[self.stepped], self.stepped)
+        out[~self.stepped] = self._continuous_log_pdf(values[~self.stepped], ~self.stepped)
+        return out
+
+    def _stepped_log_pdf(self, values: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
+        """The log-mass of each value's step bin, for parameters ``rows`` (``values``: theirs)."""
+        mus, sigmas, steps = self.mus[rows][:, np.newaxis, :], self.sigmas[rows][:, np.newaxis, :], self.steps[rows]
+        left = (self._to_search_scale(values - steps / 2, rows)[:, :, np.newaxis] - mus) / sigmas
+        right = (self._to_search_scale(values + steps / 2, rows)[:, :, np.newaxis] - mus) / sigmas
+        return _log_gauss_mass(left, right) - self.log_mass[rows][:, np.newaxis, :]
+
+    def _continuous_log_pdf(self, values: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
+        """The log-density at each value, for parameters ``rows`` (``values``: theirs)."""
+        mus, sigmas = self.mus[rows][:, np.newaxis, :], self.sigmas[rows][:, np.newaxis, :]
+        x = (self._to_search_scale(values, rows)[:, :, np.newaxis] - mus) / sigmas
+        out = -(x ** 2) / 2.0 - _LOG_SQRT_2PI - self.log_mass[rows][:, np.newaxis, :] - np.log(sigmas)
+        return np.where((x < self.a[rows][:, np.newaxis, :]) | (x > self.b[rows][:, np.newaxis, :]), -np.inf, out)
 
 
-def _draw_standard(a: np.ndarray, b: np.ndarray, log_mass: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
-    """``[n]`` draws of standard normals truncated to ``[a, b]`` (``[n]`` each; ``log_mass``: their
-    :func:`_log_gauss_mass`) by inverting the CDF at uniform numbers drawn from ``rng``.
+def _draw_standard(a: np.ndarray, b: np.ndarray, log_mass: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Draws of standard normals truncated to ``[a, b]`` (``log_mass``: their :func:`_log_gauss_mass`) by
+    inverting the CDF at the uniform numbers ``q`` (all of one shape).
 
-    Optuna's ``_truncnorm.rvs`` and ``ppf``, step by step: the same one call to ``rng.uniform``, then
-    ``Phi(x) = Phi(a) + q * mass`` solved in the left tail (for ``a >= 0`` the mirrored problem in
+    Optuna's ``_truncnorm.rvs`` and ``ppf``, step by step (``q`` is what its ``rng.uniform`` would
+    draw): ``Phi(x) = Phi(a) + q * mass`` solved in the left tail (for ``a >= 0`` the mirrored problem in
     ``-b``, with ``1 - q``), in logs. Optuna solves ``log Phi(x) = y`` with a Newton iteration stopped at
     a relative step of 1e-8; ``scipy.special.ndtri_exp`` solves it directly, so the two agree to about
     1e-12 relative rather than to the bit.
     """
-    q = rng.uniform(low=0, high=1, size=len(a))
     left = a < 0
     with np.errstate(divide="ignore"):  # q == 0: log 0, whose draw is a (below)
         log_q = np.where(left, np.log(q), np.log1p(-q))
     x = ndtri_exp(np.logaddexp(log_ndtr(np.where(left, a, -b)), log_q + log_mass))
     return np.where(q == 0, a, np.where(left, x, -x))
-
-
-def _identity(values: np.ndarray) -> np.ndarray:
-    return values
 
 
 def _log_gauss_mass(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -205,13 +294,15 @@ def _log_diff(log_p: np.ndarray, log_q: np.ndarray) -> np.ndarray:
 
 
 def _mixture_log_pdf(kernel_log_pdfs: np.ndarray, kernel_weights: np.ndarray) -> np.ndarray:
-    """``[n]`` the mixture's log-density from each kernel's ``[n, n_kernels]`` and the weights ``[n_kernels]``."""
+    """``[..., n]`` the mixture's log-density from each kernel's ``[..., n, n_kernels]`` and the weights
+    ``[n_kernels]``."""
     return _log_sum_exp(kernel_log_pdfs + np.log(kernel_weights))
 
 
 def _log_sum_exp(weighted: np.ndarray) -> np.ndarray:
-    """``[n]`` log of the sum over kernels of ``exp(weighted)`` ``[n, n_kernels]``, -inf where all are -inf."""
-    top = weighted.max(axis=1)
+    """``[..., n]`` log of the sum over kernels of ``exp(weighted)`` ``[..., n, n_kernels]``, -inf where all
+    are -inf."""
+    top = weighted.max(axis=-1)
     top[np.isneginf(top)] = 0
     with np.errstate(divide="ignore"):
-        return np.log(np.exp(weighted - top[:, np.newaxis]).sum(axis=1)) + top
+        return np.log(np.exp(weighted - top[..., np.newaxis]).sum(axis=-1)) + top
