@@ -25,7 +25,10 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 _sampler = importlib.import_module("optuna.samplers._tpe.sampler")
 
 
-def test_parameters_sampled_together_are_each_sampled_as_alone() -> None:
+@pytest.mark.parametrize("group_elements", [tpe_density._GROUP_ELEMENTS, 3000, 1])  # groups cut at 3000: by 1 to 3
+def test_parameters_sampled_together_are_each_sampled_as_alone(group_elements: int,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tpe_density, "_GROUP_ELEMENTS", group_elements)
     rng = np.random.default_rng(0)
     kinds = list(DISTRIBUTIONS) * 3
     sizes = [(0, 0), (3, 9), (3, 9), (1, 4), (25, 200)]  # some share their sizes: computed as one group

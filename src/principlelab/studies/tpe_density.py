@@ -75,33 +75,51 @@ def sample_many(entries: Sequence[Observed], draws: np.ndarray, weights: Callabl
     groups: dict[tuple[str, int, int], list[int]] = {}
     for i, (below, above, distribution) in enumerate(entries):
         groups.setdefault((_kind(distribution), len(below), len(above)), []).append(i)
-    for (kind, n_below, n_above), members in groups.items():
-        weights_below = _mixture_weights(n_below, weights, prior_weight)
-        weights_above = _mixture_weights(n_above, weights, prior_weight)
-        cdf = np.cumsum(weights_below)
-        cdf /= cdf[-1]
-        active = cdf.searchsorted(draws[members, 0], side="right")  # [g, n]: numpy's choice, row by row
-        uniform = draws[members, 1]
-        below = np.array([entries[i][0] for i in members]).reshape(len(members), n_below)
-        above = np.array([entries[i][1] for i in members]).reshape(len(members), n_above)
-        distributions = [entries[i][2] for i in members]
-        if kind == "categorical":
-            n_choices = [len(d.choices) for d in distributions]  # type: ignore[attr-defined]
-            table_below = _categorical_tables(below, n_choices, prior_weight)
-            table_above = _categorical_tables(above, n_choices, prior_weight)
-            candidates = _draw_categories(table_below, active, uniform, n_choices)
-            log_pdf_below = _table_log_pdf(table_below, candidates)
-            log_pdf_above = _table_log_pdf(table_above, candidates)
-        else:
-            kernels_below = _Kernels(below, distributions)  # type: ignore[arg-type]
-            candidates = kernels_below.draw(active, uniform)
-            log_pdf_below = kernels_below.log_pdf(candidates)
-            log_pdf_above = _Kernels(above, distributions).log_pdf(candidates)  # type: ignore[arg-type]
-        score = _mixture_log_pdf(log_pdf_below, weights_below) - _mixture_log_pdf(log_pdf_above, weights_above)
-        best = candidates[np.arange(len(members)), np.argmax(score, axis=1)]
-        for i, value in zip(members, best.tolist(), strict=True):
-            samples[i] = float(value)
+    n_candidates = draws.shape[-1]
+    for (kind, n_below, n_above), same in groups.items():
+        per_group = max(1, _GROUP_ELEMENTS // (n_candidates * (max(n_below, n_above) + 1)))
+        for start in range(0, len(same), per_group):
+            _sample_group(entries, draws, same[start:start + per_group], kind, (n_below, n_above), weights,
+                          prior_weight, samples)
     return samples
+
+
+_GROUP_ELEMENTS = 16384
+"""Most candidate-by-kernel values one group computes at once (128 KiB an array): past that, larger arrays
+cost more per parameter than one parameter at a time (they leave the CPU's cache), so long histories
+are sampled in smaller groups, down to one parameter."""
+
+
+def _sample_group(entries: Sequence[Observed], draws: np.ndarray, members: list[int], kind: str,
+                  sizes: tuple[int, int], weights: Callable[[int], np.ndarray], prior_weight: float,
+                  samples: list[float]) -> None:
+    """Sample ``entries[members]`` (one kind, ``sizes`` good and bad observations each) into ``samples``."""
+    n_below, n_above = sizes
+    weights_below = _mixture_weights(n_below, weights, prior_weight)
+    weights_above = _mixture_weights(n_above, weights, prior_weight)
+    cdf = np.cumsum(weights_below)
+    cdf /= cdf[-1]
+    active = cdf.searchsorted(draws[members, 0], side="right")  # [g, n]: numpy's choice, row by row
+    uniform = draws[members, 1]
+    below = np.array([entries[i][0] for i in members]).reshape(len(members), n_below)
+    above = np.array([entries[i][1] for i in members]).reshape(len(members), n_above)
+    distributions = [entries[i][2] for i in members]
+    if kind == "categorical":
+        n_choices = [len(d.choices) for d in distributions]  # type: ignore[attr-defined]
+        table_below = _categorical_tables(below, n_choices, prior_weight)
+        table_above = _categorical_tables(above, n_choices, prior_weight)
+        candidates = _draw_categories(table_below, active, uniform, n_choices)
+        log_pdf_below = _table_log_pdf(table_below, candidates)
+        log_pdf_above = _table_log_pdf(table_above, candidates)
+    else:
+        kernels_below = _Kernels(below, distributions)  # type: ignore[arg-type]
+        candidates = kernels_below.draw(active, uniform)
+        log_pdf_below = kernels_below.log_pdf(candidates)
+        log_pdf_above = _Kernels(above, distributions).log_pdf(candidates)  # type: ignore[arg-type]
+    score = _mixture_log_pdf(log_pdf_below, weights_below) - _mixture_log_pdf(log_pdf_above, weights_above)
+    best = candidates[np.arange(len(members)), np.argmax(score, axis=1)]
+    for i, value in zip(members, best.tolist(), strict=True):
+        samples[i] = float(value)
 
 
 def _kind(distribution: BaseDistribution) -> str:
@@ -164,8 +182,7 @@ def _table_log_pdf(table: np.ndarray, categories: np.ndarray) -> np.ndarray:
     """``[g, n, n_kernels]`` each kernel's log-probability of ``categories`` ``[g, n]``, C-contiguous: the
     sum over kernels (:func:`_log_sum_exp`) then adds in Optuna's order, which decides between categories
     of equal probability (exact ties are common: equal counts, equal weights)."""
-    g, n_kernels = table.shape[:2]
-    return np.log(table[np.arange(g)[:, np.newaxis, np.newaxis], np.arange(n_kernels), categories[:, :, np.newaxis]])
+    return np.log(table[np.arange(len(table))[:, np.newaxis], :, categories])  # [g, n] then the kernels
 
 
 class _Kernels:
