@@ -53,7 +53,7 @@ def _advanced(seed: int, n: int) -> int:
 
 
 SPACE = {"a.x": FloatDistribution(1e-3, 1.0, log=True), "a.n": IntDistribution(1, 16),
-         "b.x": FloatDistribution(0.0, 1.0, step=0.125), "b.mode": CategoricalDistribution(["p", "q", "r"]),
+         "b.x": FloatDistribution(0.0, 1.0, step=0.125), "b.mode": CategoricalDistribution(["p", "q", None]),
          "flag": CategoricalDistribution([True, False]), "only": CategoricalDistribution(["one"])}
 
 

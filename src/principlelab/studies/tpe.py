@@ -61,6 +61,7 @@ _LIAR_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # a
 GATHERS_BY_TRIAL = "study" in inspect.signature(TPESampler._get_internal_repr).parameters
 """Whether this Optuna passes the study to ``_get_internal_repr`` (5.0 on), where values are kept by trial."""
 _SplitCache = dict[tuple[Any, ...], Any]
+_NOT_EXPECTED = object()
 _active_cache: ContextVar[_SplitCache | None] = ContextVar("principlelab_tpe_split_cache", default=None)
 
 
@@ -290,11 +291,12 @@ class SplitOnceTPESampler(TPESampler):
             expected.settle(self._rng.rng)
 
     def _take_expected(self, study: Any, trial: FrozenTrial, name: str, distribution: BaseDistribution) -> Any:
-        """The expected parameter ``name``'s value (external), or None when it is not the one expected next."""
+        """The expected parameter ``name``'s value (external), or ``_NOT_EXPECTED`` when it is not the one
+        expected next (a value may be None: a categorical choice)."""
         expected = self._expected
         if expected is None or not expected.is_next(trial.number, name, distribution) or not self._lean(study):
             self._settle_expected()
-            return None
+            return _NOT_EXPECTED
         split = self._split_for(study, trial)
         value = expected.take(self._rng.rng, split,
                               lambda entries, draws: self._sample_many(study, split, entries, draws))
@@ -335,7 +337,7 @@ class SplitOnceTPESampler(TPESampler):
             self._settle_expected()
             return self._random_sampler.sample_independent(study, trial, param_name, param_distribution)
         value = self._take_expected(study, trial, param_name, param_distribution)
-        if value is not None:
+        if value is not _NOT_EXPECTED:
             return value
         return self._sample(study, trial, {param_name: param_distribution})[param_name]
 
