@@ -1,5 +1,7 @@
-"""One parameter of independent TPE in one pass: Optuna's Parzen estimators, draws and acquisition
-without Optuna's per-parameter objects, with the log-densities in SciPy's C.
+"""Parameters of independent TPE in one pass: Optuna's Parzen estimators, draws and acquisition without
+Optuna's per-parameter objects, with the log-densities in SciPy's C, for one parameter
+(:func:`sample_internal`) or several at once (:func:`sample_many`: the parameters a trial announced,
+see :mod:`~principlelab.studies.tpe_plan`; each gets the value it would get alone).
 
 For each parameter of each trial Optuna 5 builds two ``_ParzenEstimator`` objects (each a
 ``_MixtureOfProductDistribution`` of batched distributions), draws the candidates from the good one and
