@@ -231,11 +231,9 @@ class SplitOnceTPESampler(TPESampler):
         split = self._split_for(study, trial)
         if self._lean(study):
             ((name, distribution),) = search_space.items()
-            below = self._get_internal_repr(split.below, search_space, study)[name]
-            above = self._get_internal_repr(split.above, search_space, study)[name]
             parameters = self._parzen_estimator_parameters
-            value = tpe_density.sample_internal(below, above, distribution, self._rng.rng, self._n_ei_candidates,
-                                                parameters.weights, parameters.prior_weight)
+            value = tpe_density.sample_internal(*self._observed(study, split, name, distribution), self._rng.rng,
+                                                self._n_ei_candidates, parameters.weights, parameters.prior_weight)
             return {name: distribution.to_external_repr(value)}
         mpe_below = self._build_parzen_estimator(study, search_space, split.below, handle_below=True)
         mpe_above = self._build_parzen_estimator(study, search_space, split.above, handle_below=False)
@@ -307,11 +305,15 @@ class SplitOnceTPESampler(TPESampler):
     def _sample_many(self, study: Any, split: _Split, entries: Entries, draws: np.ndarray) -> list[float]:
         """Internal values of ``entries``, each sampled as :meth:`_sample` samples it alone from ``split``
         with its uniform numbers ``draws[i]``."""
-        observed = [(self._get_internal_repr(split.below, {name: distribution}, study)[name],
-                     self._get_internal_repr(split.above, {name: distribution}, study)[name], distribution)
-                    for name, distribution in entries]
+        observed = [self._observed(study, split, name, distribution) for name, distribution in entries]
         parameters = self._parzen_estimator_parameters
         return tpe_density.sample_many(observed, draws, parameters.weights, parameters.prior_weight)
+
+    def _observed(self, study: Any, split: _Split, name: str, distribution: BaseDistribution) -> tpe_density.Observed:
+        """Parameter ``name``'s internal values in the good and the bad part of ``split``, and its distribution."""
+        search_space = {name: distribution}
+        return (self._get_internal_repr(split.below, search_space, study)[name],
+                self._get_internal_repr(split.above, search_space, study)[name], distribution)
 
     def before_trial(self, study: Any, trial: FrozenTrial) -> None:
         self._settle_expected()

@@ -195,7 +195,7 @@ class _Kernels:
     def __init__(self, observed: np.ndarray, distributions: Sequence[FloatDistribution | IntDistribution]) -> None:
         g, n = observed.shape
         self.rows = np.arange(g)[:, np.newaxis]
-        self.distributions = distributions
+        self.ranges = np.array([(d.low, d.high) for d in distributions], dtype=float)  # [g, 2]: external scale
         self.stepped = np.array([d.step is not None for d in distributions])
         self.steps = np.array([float(d.step or 0.0) for d in distributions])[:, np.newaxis]  # [g, 1]
         self.logs = np.array([d.log for d in distributions])
@@ -241,9 +241,7 @@ class _Kernels:
             values[self.logs] = np.exp(values[self.logs])
         if self.stepped.any():
             stepped = self.stepped
-            low, high = (np.array([getattr(d, end) for d, s in zip(self.distributions, stepped, strict=True) if s],
-                                  dtype=float)[:, np.newaxis] for end in ("low", "high"))
-            steps = self.steps[stepped]
+            low, high, steps = self.ranges[stepped, :1], self.ranges[stepped, 1:], self.steps[stepped]
             values[stepped] = np.clip(low + np.round((values[stepped] - low) / steps) * steps, low, high)
         return values
 

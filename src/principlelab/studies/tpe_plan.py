@@ -79,9 +79,9 @@ class ExpectedParameters:
             self.state, self.drawn_from = rng.get_state(), self.position
             self.draws = rng.random_sample((len(self.entries) - self.position, 2, self.n_candidates))
         assert self.drawn_from is not None
-        if history is not self.history or not self.values:  # the first call, or the history changed
-            self.history, self.values_from = history, self.position
+        if history is not self.history:  # the first call, or the history changed
             self.values = sample(self.entries[self.position:], self.draws[self.position - self.drawn_from:])
+            self.history, self.values_from = history, self.position
         value = self.values[self.position - self.values_from]
         self.position += 1
         return value
