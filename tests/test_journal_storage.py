@@ -273,6 +273,17 @@ def check_total_order(url: str, *, use_pg_function: bool) -> None:
     assert first.read_logs(len(logs)) == []
 
 
+def test_an_append_reuses_the_statement_built_for_its_size(tmp_path: Path) -> None:
+    """Building the INSERT of a trial's twenty parameters cost more than running it: one per size."""
+    backend = SQLJournalBackend(f"sqlite:///{tmp_path / 'sizes.db'}")
+    sizes = [3, 1, 3, 20, 1, 20]
+    for n, size in enumerate(sizes):
+        backend.append_logs([{"append": n, "k": k} for k in range(size)])
+    assert sorted(backend._insert_sql) == [1, 3, 20]
+    assert backend._insert_statement(20) is backend._insert_statement(20)
+    assert backend.read_logs(0) == [{"append": n, "k": k} for n, size in enumerate(sizes) for k in range(size)]
+
+
 def test_read_stops_at_a_gap(tmp_path: Path) -> None:
     backend = SQLJournalBackend(f"sqlite:///{tmp_path / 'gap.db'}")
     backend.append_logs([{"n": 0}, {"n": 1}])

@@ -54,6 +54,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TextClause,
     bindparam,
     text,
 )
@@ -128,6 +129,14 @@ class SQLJournalBackend(BaseJournalBackend):
         self._unread_append = False  # an append since the last read_logs
         self._append_fn = _create_pg_append_function(self._engine, self._q_table, self._table_name) \
             if self.dialect == "postgresql" else None
+        # the statements, built once: building a text() parses it and makes its bind parameters, which
+        # for an append of a trial's twenty parameters cost more than executing it
+        self._read_sql = text(f"SELECT id, body FROM {self._q_table} WHERE id >= :n ORDER BY id")
+        self._read_back_sql = text(f"SELECT id, body FROM {self._q_table} WHERE id >= :n ORDER BY id "
+                                   f"LIMIT {_PREFETCH_LIMIT}")
+        self._append_fn_sql = None if self._append_fn is None else text(
+            f"SELECT log_id, log_body FROM {self._append_fn}(CAST(:bodies AS TEXT[]), :read_from)")
+        self._insert_sql: dict[int, TextClause] = {}  # by the number of logs inserted
 
     @property
     def url(self) -> URL:
@@ -148,7 +157,7 @@ class SQLJournalBackend(BaseJournalBackend):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         for key in ("_engine", "table", "snapshot_table", "_q_snapshot", "_prefetch_lock", "_prefetched", "_read_end",
-                    "_unread_append"):
+                    "_unread_append", "_read_sql", "_read_back_sql", "_append_fn_sql", "_insert_sql"):
             state.pop(key, None)
         return state
 
@@ -164,8 +173,7 @@ class SQLJournalBackend(BaseJournalBackend):
         if prefetched is not None and from_append:
             rows = prefetched[1]  # read by the append just before, in its transaction
         else:
-            sql = text(f"SELECT id, body FROM {self._q_table} WHERE id >= :n ORDER BY id")
-            rows = self._retrying(lambda conn: conn.execute(sql, {"n": log_number_from}).all())
+            rows = self._retrying(lambda conn: conn.execute(self._read_sql, {"n": log_number_from}).all())
         logs: list[dict[str, Any]] = []
         expected = log_number_from
         for log_id, body in rows:
@@ -191,11 +199,10 @@ class SQLJournalBackend(BaseJournalBackend):
         read_from = self._read_end
         with self._prefetch_lock:
             self._prefetched = None
-        if self._append_fn is not None:
+        if self._append_fn_sql is not None:
             with self._engine.connect() as conn:  # one statement, one round trip, its own transaction
-                rows = conn.execute(
-                    text(f"SELECT log_id, log_body FROM {self._append_fn}(CAST(:bodies AS TEXT[]), :read_from)"),
-                    {"bodies": bodies, "read_from": -1 if read_from is None else read_from}).all()
+                rows = conn.execute(self._append_fn_sql,
+                                    {"bodies": bodies, "read_from": -1 if read_from is None else read_from}).all()
         else:
             rows = self._append_in_transaction(bodies, read_from)
         with self._prefetch_lock:
@@ -218,22 +225,26 @@ class SQLJournalBackend(BaseJournalBackend):
                     conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_pg_lock_key(self._table_name)})")
                 for start in range(0, len(bodies), _INSERT_CHUNK):
                     chunk = bodies[start:start + _INSERT_CHUNK]
-                    # the ids are computed by the INSERT itself, under the lock: one statement per chunk
-                    rows = " UNION ALL ".join(f"SELECT {k} AS k, :b{k} AS body" for k in range(len(chunk)))
-                    conn.execute(
-                        text(f"INSERT INTO {self._q_table} (id, body) SELECT base.n + v.k, v.body FROM "
-                             f"(SELECT COALESCE(MAX(id), -1) + 1 AS n FROM {self._q_table}) AS base, ({rows}) AS v"),
-                        {f"b{k}": body for k, body in enumerate(chunk)})
+                    conn.execute(self._insert_statement(len(chunk)), {f"b{k}": body for k, body in enumerate(chunk)})
                 result: list[Any] = []
                 if read_from is not None:
-                    result = list(conn.execute(
-                        text(f"SELECT id, body FROM {self._q_table} WHERE id >= :n ORDER BY id "
-                             f"LIMIT {_PREFETCH_LIMIT}"), {"n": read_from}))
+                    result = list(conn.execute(self._read_back_sql, {"n": read_from}))
                 conn.exec_driver_sql("COMMIT")
             except BaseException:
                 _rollback_quietly(conn)
                 raise
         return result
+
+    def _insert_statement(self, count: int) -> TextClause:
+        """``INSERT`` of ``count`` logs (parameters ``b0``, ``b1``, ...) numbered after the journal's last
+        one: the ids are computed by the statement itself, under the append's lock."""
+        statement = self._insert_sql.get(count)
+        if statement is None:
+            rows = " UNION ALL ".join(f"SELECT {k} AS k, :b{k} AS body" for k in range(count))
+            statement = self._insert_sql[count] = text(
+                f"INSERT INTO {self._q_table} (id, body) SELECT base.n + v.k, v.body FROM "
+                f"(SELECT COALESCE(MAX(id), -1) + 1 AS n FROM {self._q_table}) AS base, ({rows}) AS v")
+        return statement
 
     def _retrying(self, read: Callable[[Connection], Any]) -> Any:
         """Run a read, once more on a fresh connection if the pooled one turned out to be dead."""
