@@ -49,6 +49,7 @@ from principlelab.studies.sample_ahead import can_sample_ahead, forks_here, run_
 from principlelab.studies.space import SearchSpace
 from principlelab.studies.sql_setup import advisory_keys
 from principlelab.studies.stale_trials import StaleTrialRecorder
+from principlelab.studies.worker_heartbeat import heartbeat_for
 
 ProgressFn = Callable[["LevelProgress"], None]
 
@@ -229,30 +230,34 @@ class CampaignRunner(CampaignPromotion):
         # the reports go out with the trial's state (one append), which Optuna writes in this process
         objective = Objective(ctx, read_through=self.workers > 1, reports_with_state=True)
         interrupted: list[int] = []  # the trial being trained when the user pressed Ctrl-C
-        while True:
-            # Deciding to start a trial and creating (or popping) it is one step under a lock shared by
-            # every worker, released once the trial runs: no overshoot of the target, and no later-level
-            # trial created because another worker took the last waiting one.
-            with self.trial_start_lock(ctx.study_name) as release:
-                if not self.may_start_trial(ctx, study, progress, target, deadline):
-                    break
+        # one heartbeat thread for the level, not Optuna's thread per trial (may_start_trial fails stale trials)
+        with heartbeat_for(study._storage) as heartbeat:
+            while True:
+                # Deciding to start a trial and creating (or popping) it is one step under a lock shared by
+                # every worker, released once the trial runs: no overshoot of the target, and no later-level
+                # trial created because another worker took the last waiting one.
+                with self.trial_start_lock(ctx.study_name) as release:
+                    if not self.may_start_trial(ctx, study, progress, target, deadline):
+                        break
 
-                def run(trial: optuna.Trial, release: Callable[[], None] = release) -> float:
-                    release()
-                    progress.running += 1  # the states were read before this trial started
-                    self.progress(progress)
+                    def run(trial: optuna.Trial, release: Callable[[], None] = release) -> float:
+                        release()
+                        progress.running += 1  # the states were read before this trial started
+                        self.progress(progress)
+                        try:
+                            with heartbeat.beating(trial._trial_id):
+                                return objective(trial)
+                        except KeyboardInterrupt:
+                            interrupted.append(trial.number)
+                            raise
+
                     try:
-                        return objective(trial)
-                    except KeyboardInterrupt:
-                        interrupted.append(trial.number)
+                        with heartbeat.optimizing():
+                            study.optimize(run, n_trials=1, catch=(Exception,), gc_after_trial=False)
+                    except KeyboardInterrupt:  # Optuna failed the trial and records no reason; nothing retried it
+                        for number in interrupted:
+                            self.abandon(study, number, INTERRUPTED)
                         raise
-
-                try:
-                    study.optimize(run, n_trials=1, catch=(Exception,), gc_after_trial=False)
-                except KeyboardInterrupt:  # Optuna failed the trial and records no reason; nothing retried it
-                    for number in interrupted:
-                        self.abandon(study, number, INTERRUPTED)
-                    raise
 
     @staticmethod
     def level_deadline(study: optuna.Study, budget_s: float) -> float:

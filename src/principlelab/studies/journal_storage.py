@@ -80,6 +80,9 @@ class SQLJournalStorage(BatchedTrialWrites, JournalStorage, BaseHeartbeat):
             raise ValueError("Specify only one of `heartbeat_stale_trial_callback` and `failed_trial_callback`.")
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
+        # False while a WorkerHeartbeat beats for this process's trials (studies/worker_heartbeat.py): Optuna
+        # then sees no heartbeat interval, and its study.optimize starts no thread per trial
+        self.optuna_heartbeat_threads = True
         self.heartbeat_stale_trial_callback = heartbeat_stale_trial_callback or failed_trial_callback
         self.failed_trial_callback = self.heartbeat_stale_trial_callback
         if heartbeat_table is None:
@@ -159,7 +162,7 @@ class SQLJournalStorage(BatchedTrialWrites, JournalStorage, BaseHeartbeat):
         return stale
 
     def get_heartbeat_interval(self) -> int | None:
-        return self.heartbeat_interval
+        return self.heartbeat_interval if self.optuna_heartbeat_threads else None
 
     def get_heartbeat_stale_trial_callback(self) -> StaleTrialCallback | None:
         return self.heartbeat_stale_trial_callback
@@ -180,6 +183,9 @@ class _Heartbeats:
         _create_tables(self.engine, [self.table])
         self._q = self.engine.dialect.identifier_preparer.format_table(self.table)
         self._now_sql = _db_epoch_sql(self.engine.dialect.name)
+        self._beat_sql = None if self._now_sql is None else text(  # SQLite and PostgreSQL: one upsert
+            f"INSERT INTO {self._q} (trial_id, beat_at) VALUES (:t, {self._now_sql}) "
+            "ON CONFLICT (trial_id) DO UPDATE SET beat_at = excluded.beat_at")
 
     def _now(self, conn: Connection) -> float:
         if self._now_sql is None:
@@ -188,9 +194,8 @@ class _Heartbeats:
 
     def beat(self, trial_id: int) -> None:
         with self.engine.connect() as conn:
-            if self._now_sql is not None:  # SQLite and PostgreSQL: one upsert
-                conn.execute(text(f"INSERT INTO {self._q} (trial_id, beat_at) VALUES (:t, {self._now_sql}) "
-                                  "ON CONFLICT (trial_id) DO UPDATE SET beat_at = excluded.beat_at"), {"t": trial_id})
+            if self._beat_sql is not None:
+                conn.execute(self._beat_sql, {"t": trial_id})
                 return
             now = self._now(conn)
             conn.exec_driver_sql("BEGIN")
