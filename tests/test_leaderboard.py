@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from scipy import stats
-from sqlalchemy import event, inspect, text
+from sqlalchemy import create_engine, event, inspect, text
 
 from principlelab.cli import _Group
 from principlelab.cli.leaderboard_cmd import compare as compare_cmd
@@ -27,6 +27,7 @@ from principlelab.core.tasks import load_task
 from principlelab.core.trainer import Trainer
 from principlelab.errors import ConfigError, StorageError, UnknownNameError
 from principlelab.registry import get_registry
+from principlelab.studies import journal_sql
 from principlelab.studies import tables as tablesmod
 from principlelab.studies.db import (
     PLAB_TABLES,
@@ -416,6 +417,10 @@ def test_writes_begin_immediate_reads_do_not(db: LeaderboardDB):
     seen.clear()
     db.campaign_names()
     assert "BEGIN" in seen and "BEGIN IMMEDIATE" not in seen
+    seen.clear()
+    Builder(db).run("aaaaaa1111", 0, 0.9)  # a run row's transaction (a connection's, not a session's) too
+    inserts = [i for i, statement in enumerate(seen) if statement.startswith("INSERT INTO plab_runs")]
+    assert len(inserts) == 1 and seen[inserts[0] - 1] == "BEGIN IMMEDIATE"
 
 
 GROWN = GrowthEvent(operation="add_units:split", layer=1, units=4, slot="growth", principle="random").to_dict()
@@ -1002,6 +1007,24 @@ def test_postgres_writers_queries_and_races(pg_db: LeaderboardDB):
     assert status(db, "camp")["totals"]["total"] == 16
     with pytest.raises(ConfigError, match="already exists"):
         db.get_or_create_campaign("camp", "other-hash", "{}")
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_the_server_closed_is_replaced(pg_url: str, monkeypatch: pytest.MonkeyPatch):
+    """No ``pool_pre_ping`` (a round trip before every write): a connection idle for ``PING_IDLE_S`` is
+    pinged before reuse, and one the server closed meanwhile is replaced."""
+    db = LeaderboardDB(pg_url)
+    b = Builder(db)
+    b.run("aaaaaa1111", 0, 0.8)
+    monkeypatch.setattr(journal_sql, "PING_IDLE_S", 0.0)  # every reuse counts as idle
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:  # the server ends every other session of the database: the pooled one too
+        assert conn.execute(text("SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                 "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar_one()
+    admin.dispose()
+    b.run("aaaaaa1111", 1, 0.8)
+    assert len(db.runs_for_study(b.sv("digits", "coarse").optuna_study_name)) == 2
+    db.close()
 
 
 def test_a_recipe_in_two_campaigns_is_two_rows(db: LeaderboardDB):

@@ -18,7 +18,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Executable, Table, delete, insert, select, update
+from sqlalchemy import Connection, Executable, Table, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -219,17 +219,17 @@ class LeaderboardDB(LeaderboardConnection):
         values.update({key: finite_or_none(value) for key, value in run.items()}, created_at=utc_now())
         event_rows = [event_values(ev, i) for i, ev in enumerate(events)]
 
-        def work(session: Session) -> int:
-            run_id = self._upsert_run(session, values)
+        def work(conn: Connection) -> int:
+            run_id = self._upsert_run(conn, values)
             events_table: Table = GrowthEventRow.__table__  # type: ignore[assignment]
-            session.execute(delete(events_table).where(events_table.c.run_id == run_id))  # of an earlier record
+            conn.execute(delete(events_table).where(events_table.c.run_id == run_id))  # of an earlier record
             if event_rows:
-                session.execute(insert(events_table), [{**ev, "run_id": run_id} for ev in event_rows])
+                conn.execute(insert(events_table), [{**ev, "run_id": run_id} for ev in event_rows])
             return run_id
 
-        return self._retry_on_conflict(work)  # type: ignore[no-any-return]
+        return self._retry_on_conflict(work, core=True)  # type: ignore[no-any-return]
 
-    def _upsert_run(self, session: Session, values: dict[str, Any]) -> int:
+    def _upsert_run(self, conn: Connection, values: dict[str, Any]) -> int:
         """Insert the run row of ``values``, or overwrite the one of the same trial (keeping its id); its id.
 
         One ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` on SQLite and PostgreSQL (no ORM unit of
@@ -237,14 +237,14 @@ class LeaderboardDB(LeaderboardConnection):
         runs: Table = RunRow.__table__  # type: ignore[assignment]
         upsert = _run_upsert(self.backend)
         if upsert is not None:
-            return int(session.execute(upsert, values).scalar_one())
-        run_id = session.scalar(select(runs.c.id).where(runs.c.optuna_study_name == values["optuna_study_name"],
-                                                        runs.c.trial_number == values["trial_number"]))
+            return int(conn.execute(upsert, values).scalar_one())
+        run_id = conn.scalar(select(runs.c.id).where(runs.c.optuna_study_name == values["optuna_study_name"],
+                                                     runs.c.trial_number == values["trial_number"]))
         if run_id is None:
-            key = session.connection().execute(insert(runs).values(values)).inserted_primary_key
+            key = conn.execute(insert(runs).values(values)).inserted_primary_key
             assert key is not None, "an INSERT of one row has its primary key"
             return int(key[0])
-        session.execute(update(runs).where(runs.c.id == run_id).values(values))
+        conn.execute(update(runs).where(runs.c.id == run_id).values(values))
         return int(run_id)
 
     def get_run(self, run_id: int) -> RunRow | None:

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from principlelab.errors import StorageError
 from principlelab.studies import tables
 from principlelab.studies.forking import forget_at_fork
+from principlelab.studies.journal_sql import mark_used, ping_if_idle
 from principlelab.studies.sql_setup import (
     describe_db_error,
     mask_url,
@@ -81,10 +82,8 @@ class LeaderboardConnection:
         kwargs: dict[str, Any] = {"echo": echo}
         if self.backend == "sqlite":
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-        elif self.backend == "postgresql":
-            kwargs["pool_pre_ping"] = True
-            if "connect_timeout" not in parsed.query:
-                kwargs["connect_args"] = {"connect_timeout": 10}
+        elif self.backend == "postgresql" and "connect_timeout" not in parsed.query:
+            kwargs["connect_args"] = {"connect_timeout": 10}
         try:
             engine = create_engine(parsed, **kwargs)
         except (NoSuchModuleError, ImportError) as exc:
@@ -99,6 +98,9 @@ class LeaderboardConnection:
             event.listen(engine, "connect", sqlite_pragmas(SQLITE_BUSY_TIMEOUT_MS, foreign_keys=True,
                                                            own_transactions=True, wal=wal))
             event.listen(engine, "begin", _sqlite_on_begin)
+        elif self.backend == "postgresql":  # not pool_pre_ping: a round trip before every transaction
+            event.listen(engine, "checkout", ping_if_idle)
+            event.listen(engine, "checkin", mark_used)
         return engine
 
     @contextmanager
@@ -122,16 +124,28 @@ class LeaderboardConnection:
         finally:
             session.close()
 
-    def _retry_on_conflict(self, fn: Callable[[Session], Any]) -> Any:
-        """``fn`` in a write session; once more if a concurrent writer won a unique-constraint race."""
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction on a Core connection: :meth:`session` without the ORM's session, which
+        costs more than the statements of a write on every trial's path (its run row)."""
         try:
-            with self.session() as session:
-                return fn(session)
+            with self._write_engine.begin() as conn:  # committed on success, rolled back on any error
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StorageError(describe_db_error(exc, self.url, self.sqlite_file)) from exc
+
+    def _retry_on_conflict(self, fn: Callable[[Any], Any], *, core: bool = False) -> Any:
+        """``fn`` in a write session (a :meth:`transaction`'s connection with ``core``); once more if a
+        concurrent writer won a unique-constraint race."""
+        opened = self.transaction if core else self.session
+        try:
+            with opened() as handle:
+                return fn(handle)
         except StorageError as exc:
             if not isinstance(exc.__cause__, IntegrityError):
                 raise
-        with self.session() as session:
-            return fn(session)
+        with opened() as handle:
+            return fn(handle)
 
     def close(self) -> None:
         """Release every pooled connection."""

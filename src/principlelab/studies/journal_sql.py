@@ -3,6 +3,8 @@
 Helpers of :mod:`principlelab.studies.journal` (the journal backend) and
 :mod:`principlelab.studies.journal_storage` (its heartbeats):
 
+* :func:`ping_if_idle` and :func:`mark_used`: pool listeners that ping a server connection before it
+  is reused only if it was idle (the leaderboard's engine uses them too);
 * :func:`_make_engine`: an AUTOCOMMIT engine; SQLite connections get the shared pragmas
   (:func:`~principlelab.studies.sql_setup.sqlite_pragmas`) and a busy timeout, server connections
   idle for more than :data:`PING_IDLE_S` a ping before they are reused;
@@ -33,12 +35,13 @@ _PREFETCH_LIMIT = 10_000  # logs an append reads back for the next read_logs (a 
 _APPEND_FN_VERSION = 1
 
 
-def _mark_used(_dbapi_connection: Any, record: Any) -> None:
+def mark_used(_dbapi_connection: Any, record: Any) -> None:
+    """Pool ``checkin`` listener: when the connection was last used (for :func:`ping_if_idle`)."""
     if record is not None:
         record.info["plab_used_at"] = time.monotonic()
 
 
-def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+def ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
     """Ping a pooled connection idle for more than PING_IDLE_S before reuse (a dead one is replaced).
 
     Unlike ``pool_pre_ping`` this costs no round trip per operation, and it makes the statement sent
@@ -74,8 +77,8 @@ def _make_engine(url: str | URL, engine_kwargs: dict[str, Any] | None = None) ->
     else:
         kwargs.setdefault("pool_recycle", 3600)
         engine = create_engine(parsed, **kwargs)
-        event.listen(engine, "checkout", _ping_if_idle)
-        event.listen(engine, "checkin", _mark_used)
+        event.listen(engine, "checkout", ping_if_idle)
+        event.listen(engine, "checkin", mark_used)
     return forget_at_fork(engine)
 
 
