@@ -81,12 +81,12 @@ def warm_up() -> None:
 def timed_phases() -> Iterator[dict[str, float]]:
     """Seconds spent in training (``Trainer.run`` without the pruning callback), sampling
     (``SearchSpace.suggest``), the pruner (the pruning callback: reports and decisions), the
-    leaderboard write, the trial's setup (loading its task, building its network: ``Trainer``'s
-    constructor), waiting for the sampling process (``SampleAhead.receive``) and the journal
-    (reads with their replay, and appends, outside the phases before), summed while the block runs; and
-    the SQL statements this process sends, all of them and the journal's reads outside its appends."""
+    leaderboard write, the trial's setup (its task, loaded once per level and copied for each trial,
+    and building its network: ``Trainer``'s constructor), waiting for the sampling process
+    (``SampleAhead.receive``) and the journal (reads with their replay, and appends, outside the
+    phases before), summed while the block runs; and the SQL statements this process sends, all of
+    them and the journal's reads outside its appends."""
     from principlelab.core.trainer import Trainer
-    from principlelab.studies import objective
     from principlelab.studies.journal import SQLJournalBackend
     from principlelab.studies.journal_batch import BatchedTrialWrites
     from principlelab.studies.objective import Objective, PruningCallback
@@ -97,7 +97,7 @@ def timed_phases() -> Iterator[dict[str, float]]:
                            "journal_reads"], 0.0)
     targets = [(Trainer, "run", "run"), (SearchSpace, "suggest", "sampling"),
                (PruningCallback, "on_epoch_end", "pruner"), (Objective, "_record", "leaderboard"),
-               (objective, "load_task", "setup"), (Trainer, "__init__", "setup"), (SampleAhead, "receive", "wait"),
+               (Objective, "_task", "setup"), (Trainer, "__init__", "setup"), (SampleAhead, "receive", "wait"),
                (BatchedTrialWrites, "_sync_with_backend", "journal"), (SQLJournalBackend, "append_logs", "journal")]
     originals = [(cls, attr, getattr(cls, attr)) for cls, attr, _ in targets]
     inside = [0]  # phases open: the journal counts only outside them

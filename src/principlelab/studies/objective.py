@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import optuna
+import torch
 
 from principlelab.core.recipe import SLOTS, Recipe
-from principlelab.core.tasks import load_task
+from principlelab.core.tasks import TaskData, load_task
 from principlelab.core.trainer import Callback, EpochReport, RunResult, Trainer, epoch_curve
 from principlelab.errors import ConfigError
 from principlelab.registry.versions import versions_for
@@ -109,6 +110,7 @@ class Objective:
                  reports_with_state: bool = False) -> None:
         self.ctx, self.read_through, self.reports_with_state = ctx, read_through, reports_with_state
         self.deferred: list[tuple[dict[str, Any], list[dict[str, Any]]]] | None = [] if defer_records else None
+        self._tasks: dict[int, TaskData] = {}  # by seed: the level's task at its fidelity
 
     def take_records(self) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
         """The deferred ``(run row, growth event rows)`` of the trial just run (and forget them)."""
@@ -138,7 +140,7 @@ class Objective:
             recipe = Recipe(task=ctx.task, fidelity=ctx.level.fidelity(), seed=seed, network=ctx.spec.network,
                             **slots)
             principles = ctx.registry.instantiate(recipe)
-            task = load_task(recipe.task, fidelity=recipe.fidelity, seed=recipe.seed)
+            task = self._task(recipe)
             # the pruner's reports and rung records reach the database with the trial's end in one append (with
             # reports_with_state, the append of its state)
             with trial_writes(trial.storage, trial._trial_id, read_through=self.read_through,
@@ -155,6 +157,15 @@ class Objective:
             raise
         self._record(row, "complete", None, result=result)
         return result.val_accuracy
+
+    def _task(self, recipe: Recipe) -> TaskData:
+        """The recipe's task data, loaded once per seed by this objective (its level's task and fidelity);
+        each trial gets its own copy of the tensors, as from :func:`load_task` (training may change them)."""
+        loaded = self._tasks.get(recipe.seed)
+        if loaded is None:
+            loaded = self._tasks[recipe.seed] = load_task(recipe.task, fidelity=recipe.fidelity, seed=recipe.seed)
+        return replace(loaded, **{field.name: getattr(loaded, field.name).clone() for field in fields(loaded)
+                                  if isinstance(getattr(loaded, field.name), torch.Tensor)})
 
     def prepare(self, trial: optuna.Trial, worker: str) -> tuple[dict[str, dict[str, Any]], int]:
         """Everything a trial writes before training: the ``worker`` attribute (which process runs it;
