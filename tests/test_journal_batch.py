@@ -71,6 +71,32 @@ def test_a_trials_writes_are_one_append_at_the_end_of_the_block(db_url: str) -> 
     assert optuna.load_study(study_name="s", storage=SQLJournalStorage(db_url)).best_value == 0.5
 
 
+def test_each_read_in_a_block_sees_every_write_queued_before_it(tmp_path) -> None:
+    """A read's copy of the trial builds on the last read's (only the new writes are applied): each
+    copy is right, and none that was handed out changes afterwards."""
+    storage = SQLJournalStorage(f"sqlite:///{tmp_path / 'j.db'}")
+    study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    seen: list[tuple[optuna.trial.FrozenTrial, dict, dict, dict]] = []
+    with storage.batched_writes(trial._trial_id):
+        for k in range(6):
+            trial.suggest_float(f"x{k}", 0, 1)
+            if k % 2:
+                trial.set_user_attr(f"a{k}", k)
+            if k == 3:
+                trial.report(0.5, 1)
+            for _ in range(2):  # a second read without a new write: the same copy
+                read = storage.get_trial(trial._trial_id)
+                assert read is storage.get_trial(trial._trial_id)
+            seen.append((read, dict(read.params), dict(read.user_attrs), dict(read.intermediate_values)))
+    for k, (read, params, user_attrs, reports) in enumerate(seen):
+        assert list(params) == [f"x{j}" for j in range(k + 1)]
+        assert user_attrs == {f"a{j}": j for j in range(1, k + 1, 2)}
+        assert reports == ({1: 0.5} if k >= 3 else {})
+        assert (read.params, read.user_attrs, read.intermediate_values) == (params, user_attrs, reports)
+    assert storage.get_trial(trial._trial_id).params == seen[-1][1]  # appended: the replay has them all
+
+
 def test_the_queue_is_written_when_the_block_raises(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'j.db'}"
     storage = SQLJournalStorage(url)

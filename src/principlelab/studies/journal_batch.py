@@ -59,7 +59,7 @@ class _Batch:
     stale: bool = False  # another write went to the database: the next read must sync
     lingering: bool = False  # its block has ended; the queue goes out with the next write that cannot wait
     _changes: list[tuple[str, Any, Any]] = field(default_factory=list)  # the queued logs, decoded once
-    _overlaid: tuple[int, int, FrozenTrial] | None = None  # (id of the replayed trial, len(changes), result)
+    _overlaid: tuple[FrozenTrial, int, FrozenTrial] | None = None  # (the replayed trial, len(changes), result)
 
     def queue(self, log: dict[str, Any]) -> None:
         op = log["op_code"]
@@ -81,21 +81,27 @@ class _Batch:
         return logs
 
     def overlay(self, trial: FrozenTrial) -> FrozenTrial:
-        """``trial`` (the replayed one) with the queued writes applied; a copy, ``trial`` is not changed."""
+        """``trial`` (the replayed one) with the queued writes applied; a copy, ``trial`` is not changed.
+
+        Samplers read the trial once per parameter while the queue grows by one each time: a new copy
+        starts from the last one made of the same ``trial`` and applies only the writes queued since."""
         if not self._changes:
             return trial
-        if self._overlaid is not None and self._overlaid[:2] == (id(trial), len(self._changes)):
-            return self._overlaid[2]
-        out = copy.copy(trial)
-        out.params, out.distributions = dict(trial.params), dict(trial.distributions)
-        out.user_attrs, out.system_attrs = dict(trial.user_attrs), dict(trial.system_attrs)
-        out.intermediate_values = dict(trial.intermediate_values)
-        for what, key, value in self._changes:
+        base, applied = trial, 0
+        if self._overlaid is not None and self._overlaid[0] is trial:
+            base, applied = self._overlaid[2], self._overlaid[1]
+            if applied == len(self._changes):
+                return base
+        out = copy.copy(base)
+        out.params, out.distributions = dict(base.params), dict(base.distributions)
+        out.user_attrs, out.system_attrs = dict(base.user_attrs), dict(base.system_attrs)
+        out.intermediate_values = dict(base.intermediate_values)
+        for what, key, value in self._changes[applied:]:
             if what == "param":
                 out.distributions[key], out.params[key] = value
             else:
                 getattr(out, what)[key] = value
-        self._overlaid = (id(trial), len(self._changes), out)  # holds ``trial``: its id is not reused meanwhile
+        self._overlaid = (trial, len(self._changes), out)
         return out
 
 
