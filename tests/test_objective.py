@@ -43,3 +43,10 @@ def test_the_task_is_loaded_once_per_seed_and_each_trial_gets_its_own_copy(monke
     assert same_data(other_seed, load_task("digits", fidelity=fidelity, seed=4))
     assert not torch.equal(other_seed.y_train, expected.y_train)  # another training subset
     assert loads == [3, 4]
+
+    whole = Objective(SimpleNamespace())  # type: ignore[arg-type]
+    all_data = Fidelity(epochs=1, data_fraction=1.0)
+    for seed in (3, 4):  # the seed picks only the training subset: with all the data, one load
+        data = whole._task(SimpleNamespace(task="digits", fidelity=all_data, seed=seed))  # type: ignore[arg-type]
+        assert same_data(data, load_task("digits", fidelity=all_data, seed=seed))
+    assert loads == [3, 4, 3]

@@ -110,7 +110,7 @@ class Objective:
                  reports_with_state: bool = False) -> None:
         self.ctx, self.read_through, self.reports_with_state = ctx, read_through, reports_with_state
         self.deferred: list[tuple[dict[str, Any], list[dict[str, Any]]]] | None = [] if defer_records else None
-        self._tasks: dict[int, TaskData] = {}  # by seed: the level's task at its fidelity
+        self._tasks: dict[int | None, TaskData] = {}  # by seed (None: all the data): the level's task
 
     def take_records(self) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
         """The deferred ``(run row, growth event rows)`` of the trial just run (and forget them)."""
@@ -159,11 +159,13 @@ class Objective:
         return result.val_accuracy
 
     def _task(self, recipe: Recipe) -> TaskData:
-        """The recipe's task data, loaded once per seed by this objective (its level's task and fidelity);
-        each trial gets its own copy of the tensors, as from :func:`load_task` (training may change them)."""
-        loaded = self._tasks.get(recipe.seed)
+        """The recipe's task data, loaded once per seed by this objective (its level's task and fidelity;
+        the seed picks only the training subset, so with all the data one load serves every seed); each
+        trial gets its own copy of the tensors, as from :func:`load_task` (training may change them)."""
+        key = recipe.seed if recipe.fidelity.data_fraction < 1.0 else None
+        loaded = self._tasks.get(key)
         if loaded is None:
-            loaded = self._tasks[recipe.seed] = load_task(recipe.task, fidelity=recipe.fidelity, seed=recipe.seed)
+            loaded = self._tasks[key] = load_task(recipe.task, fidelity=recipe.fidelity, seed=recipe.seed)
         return replace(loaded, **{field.name: getattr(loaded, field.name).clone() for field in fields(loaded)
                                   if isinstance(getattr(loaded, field.name), torch.Tensor)})
 
