@@ -198,7 +198,8 @@ def measure(url: str, database: str, ahead: str, args: argparse.Namespace,
                   for repeat in range(args.repeats)]
         median = sorted(levels, key=lambda r: r["machinery_share"])[len(levels) // 2]
         label = f"{database}/{kind}" + ("/shared" if args.shared else "") + ("/ahead" if ahead == "on" else "")
-        results[label] = {"empty_objective_ms": empty_objective_ms(url, 50, kind), **median}
+        results[label] = {"empty_objective_ms": empty_objective_ms(url, 50, kind), **median,
+                          "levels": levels}  # in repeat order: compare two runs level by level
 
 
 @contextmanager
@@ -268,6 +269,14 @@ def main() -> None:
               f"{r['wait_ms']:>5.1f} {r['journal_ms']:>7.1f} {r['other_ms']:>6.1f} | "
               f"{r['worker_cpu_ms']:>11.1f} {r['sampling_process_cpu_ms']:>14.1f} | "
               f"{r['sql_statements_per_trial']:>5.1f} {r['journal_reads_per_trial']:>5.1f}  {r['statuses']}")
+    if args.repeats > 1:  # the median can fall on another level in another run: every level, in repeat order
+        print("every level (bench-<storage>-0, -1, ...; the same names train the same recipes in every run): "
+              "machinery ms (share), training ms per trial")
+        for kind, r in results.items():
+            if "levels" in r:
+                cells = [f"{level['machinery_ms_per_trial']:.1f} ({level['machinery_share']:.1%}) "
+                         f"{level['train_ms_per_trial']:.1f}" for level in r["levels"]]
+                print(f"{kind:<32} " + ", ".join(cells))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("script, args", [
     ("bench_train_loop.py", ["--epochs", "1", "--repeats", "1", "--no-optimizers"]),
     ("bench_leaderboard.py", ["--rows", "2000", "--recipes", "50", "--repeats", "1"]),
-    ("bench_campaign.py", ["--trials", "4"]),
+    ("bench_campaign.py", ["--trials", "4", "--repeats", "2"]),
     ("bench_sampler.py", ["--trials", "25"]),
     ("bench_sampler.py", ["--trials", "25", "--pruner", "hyperband", "--samplers", "principlelab"]),
     ("principle_tables.py", ["--page", "all", "--quick"]),

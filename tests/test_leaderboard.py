@@ -1027,6 +1027,29 @@ def test_a_pooled_connection_the_server_closed_is_replaced(pg_url: str, monkeypa
     db.close()
 
 
+@pytest.mark.postgres
+def test_a_run_row_without_growth_events_is_one_statement_on_postgresql(pg_url: str):
+    """No BEGIN, no COMMIT, no separate DELETE: one statement upserts the row and drops the events of an
+    earlier record of the trial; a failing one writes nothing."""
+    db = LeaderboardDB(pg_url)
+    b = Builder(db)
+    sv = b.sv("digits", "coarse")
+    run = {"campaign_id": b.campaign.id, "study_version_id": sv.id, "optuna_study_name": sv.optuna_study_name,
+           "trial_number": 0, "task": "digits", "level": "coarse", "seed": 0, "status": "pruned",
+           "recipe_key": "k", "val_accuracy": 0.5}
+    run_id = db.record_run(run, [GROWN, REWIRED])
+    seen: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda conn, cursor, statement, *args: seen.append(statement))
+    assert db.record_run({**run, "status": "complete", "val_accuracy": 0.9}) == run_id
+    assert len(seen) == 1 and seen[0].startswith("WITH run AS")
+    assert db.get_run(run_id).status == "complete" and db.growth_events(run_id) == []
+    assert db.record_run({**run, "trial_number": 1}) != run_id  # a new trial: a new row
+    with pytest.raises(StorageError):
+        db.record_run({**run, "trial_number": 2, "study_version_id": 10**6})  # no such study version
+    assert [r.trial_number for r in db.runs_for_study(sv.optuna_study_name)] == [0, 1]
+    db.close()
+
+
 def test_a_recipe_in_two_campaigns_is_two_rows(db: LeaderboardDB):
     """Two campaigns' levels of one name need not be the same fidelity: never average across them."""
     one, two = Builder(db, "one"), Builder(db, "two")

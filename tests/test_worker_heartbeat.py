@@ -19,6 +19,11 @@ from principlelab.studies.journal import DEFAULT_HEARTBEAT_TABLE
 from principlelab.studies.journal_storage import SQLJournalStorage
 from principlelab.studies.worker_heartbeat import FIRST_BEAT_S, WorkerHeartbeat, heartbeat_for
 
+pytestmark = [  # the tests ask for trials outside study.optimize, and fail stale trials by hand
+    pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize"),
+    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+]
+
 
 def storage_at(tmp_path: Path, **kwargs: Any) -> SQLJournalStorage:
     return SQLJournalStorage(f"sqlite:///{tmp_path / 'hb.db'}", **{"heartbeat_interval": 1, **kwargs})

@@ -134,6 +134,16 @@ class LeaderboardConnection:
         except SQLAlchemyError as exc:
             raise StorageError(describe_db_error(exc, self.url, self.sqlite_file)) from exc
 
+    @contextmanager
+    def single_statement(self) -> Iterator[Connection]:
+        """A connection without a transaction of its own (autocommit): for one statement, which the
+        database makes atomic by itself, without the round trips of ``BEGIN`` and ``COMMIT``."""
+        try:
+            with self._write_engine.connect() as conn:
+                yield conn.execution_options(isolation_level="AUTOCOMMIT")
+        except SQLAlchemyError as exc:
+            raise StorageError(describe_db_error(exc, self.url, self.sqlite_file)) from exc
+
     def _retry_on_conflict(self, fn: Callable[[Any], Any], *, core: bool = False) -> Any:
         """``fn`` in a write session (a :meth:`transaction`'s connection with ``core``); once more if a
         concurrent writer won a unique-constraint race."""
