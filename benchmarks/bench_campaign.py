@@ -17,6 +17,7 @@ With --shared the level runs as one worker of a campaign that several workers sh
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -84,8 +85,9 @@ def timed_phases() -> Iterator[dict[str, float]]:
     leaderboard write, the trial's setup (its task, loaded once per level and copied for each trial,
     and building its network: ``Trainer``'s constructor), waiting for the sampling process
     (``SampleAhead.receive``) and the journal (reads with their replay, and appends, outside the
-    phases before), summed while the block runs; and the SQL statements this process sends, all of
-    them and the journal's reads outside its appends."""
+    phases before), summed while the block runs; the SQL statements this process sends, all of them
+    and the journal's reads outside its appends; and the time of the garbage collector's runs, which
+    happen inside the other phases (``gc`` is not a phase of its own)."""
     from principlelab.core.trainer import Trainer
     from principlelab.studies.journal import SQLJournalBackend
     from principlelab.studies.journal_batch import BatchedTrialWrites
@@ -94,7 +96,7 @@ def timed_phases() -> Iterator[dict[str, float]]:
     from principlelab.studies.space import SearchSpace
 
     spent = dict.fromkeys(["run", "sampling", "pruner", "leaderboard", "setup", "wait", "journal", "statements",
-                           "journal_reads"], 0.0)
+                           "journal_reads", "gc"], 0.0)
     targets = [(Trainer, "run", "run"), (SearchSpace, "suggest", "sampling"),
                (PruningCallback, "on_epoch_end", "pruner"), (Objective, "_record", "leaderboard"),
                (Objective, "_task", "setup"), (Trainer, "__init__", "setup"), (SampleAhead, "receive", "wait"),
@@ -122,10 +124,20 @@ def timed_phases() -> Iterator[dict[str, float]]:
 
     for (cls, attr, phase), (_, _, fn) in zip(targets, originals):
         setattr(cls, attr, timer(fn, phase))
+    collecting = [0.0]
+
+    def garbage_collection(phase: str, info: dict[str, int]) -> None:  # inside whichever phase it interrupts
+        if phase == "start":
+            collecting[0] = time.perf_counter()
+        else:
+            spent["gc"] += time.perf_counter() - collecting[0]
+
     sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
+    gc.callbacks.append(garbage_collection)
     try:
         yield spent
     finally:
+        gc.callbacks.remove(garbage_collection)
         sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
         for cls, attr, fn in originals:
             setattr(cls, attr, fn)
@@ -133,7 +145,8 @@ def timed_phases() -> Iterator[dict[str, float]]:
 
 
 def coarse_level(url: str, trials: int, sampler: str, pruner: str, kind: str, shape: argparse.Namespace,
-                 name: str, sample_ahead: bool = False, shared: bool = False) -> dict[str, Any]:
+                 name: str, sample_ahead: bool = False, shared: bool = False,
+                 freeze_gc: bool = True) -> dict[str, Any]:
     """Run the coarse level of campaign ``name`` once; return trials/min, machinery share and per-trial times (ms).
 
     Training is the time inside ``Trainer.run`` less the pruning callback; the machinery is everything
@@ -142,7 +155,8 @@ def coarse_level(url: str, trials: int, sampler: str, pruner: str, kind: str, sh
     With ``sample_ahead`` the times are the worker's: what the sampling process does while it trains
     is off its path (and on the machine's other core). With ``shared`` the runner is one of several
     workers of the campaign (``plab worker`` alone on its machine): TPE's constant liar, and a pruner that
-    reads other workers' reports during training.
+    reads other workers' reports during training. With ``freeze_gc`` (the default, as ``plab``'s workers
+    do) the first level keeps the garbage collector off every object alive then (studies/gc_freeze.py).
     """
     from principlelab.registry import get_registry
     from principlelab.studies.campaign import CampaignRunner
@@ -152,7 +166,7 @@ def coarse_level(url: str, trials: int, sampler: str, pruner: str, kind: str, sh
                            kind=kind, task=shape.task, hidden=json.dumps(shape.hidden), epochs=shape.epochs,
                            data_fraction=shape.data_fraction, width_cap=shape.width_cap)
     runner = CampaignRunner(parse_campaign(text), text, url, registry=get_registry(), sample_ahead=sample_ahead,
-                            workers=2 if shared else 1, local_workers=1)
+                            workers=2 if shared else 1, local_workers=1, freeze_gc=freeze_gc)
     ctx = runner.context(shape.task, 0)
     study = runner.study(ctx)
     cpu_before = cpu_seconds()
@@ -171,7 +185,8 @@ def coarse_level(url: str, trials: int, sampler: str, pruner: str, kind: str, sh
             "sampling_ms": 1000 * spent["sampling"] / n, "pruner_ms": 1000 * spent["pruner"] / n,
             "leaderboard_ms": 1000 * spent["leaderboard"] / n, "setup_ms": 1000 * spent["setup"] / n,
             "wait_ms": 1000 * spent["wait"] / n, "journal_ms": 1000 * spent["journal"] / n,
-            "other_ms": 1000 * other / n, "sql_statements_per_trial": spent["statements"] / n,
+            "other_ms": 1000 * other / n, "gc_ms": 1000 * spent["gc"] / n,
+            "sql_statements_per_trial": spent["statements"] / n,
             "journal_reads_per_trial": spent["journal_reads"] / n,
             "worker_cpu_ms": 1000 * worker_cpu / n, "sampling_process_cpu_ms": 1000 * helper_cpu / n,
             "statuses": {s: sum(1 for r in runs if r.status == s) for s in {r.status for r in runs}}}
@@ -192,9 +207,10 @@ def measure(url: str, database: str, ahead: str, args: argparse.Namespace,
         # a worker is long-lived: its first trials on a storage pay one-off costs (SQLAlchemy
         # compiles and caches each statement once); warm up on another study of the same storage
         coarse_level(url, 5, args.sampler, args.pruner, kind, args, name=f"warm-up-{kind}", sample_ahead=ahead == "on",
-                     shared=args.shared)
+                     shared=args.shared, freeze_gc=args.gc_freeze)
         levels = [coarse_level(url, args.trials, args.sampler, args.pruner, kind, args,
-                               name=f"bench-{kind}-{repeat}", sample_ahead=ahead == "on", shared=args.shared)
+                               name=f"bench-{kind}-{repeat}", sample_ahead=ahead == "on", shared=args.shared,
+                               freeze_gc=args.gc_freeze)
                   for repeat in range(args.repeats)]
         median = sorted(levels, key=lambda r: r["machinery_share"])[len(levels) // 2]
         label = f"{database}/{kind}" + ("/shared" if args.shared else "") + ("/ahead" if ahead == "on" else "")
@@ -234,6 +250,9 @@ def main() -> None:
                         help="Optuna storage kinds to measure (default both)")
     parser.add_argument("--sample-ahead", nargs="+", default=["off", "on"], choices=["off", "on"],
                         help="measure without and/or with sampling ahead (default both)")
+    parser.add_argument("--no-gc-freeze", dest="gc_freeze", action="store_false",
+                        help="leave the garbage collector on the worker's long-lived objects, as before the ninth "
+                             "round (plab's workers freeze them: studies/gc_freeze.py)")
     parser.add_argument("--shared", action="store_true",
                         help="run the level as one worker of a campaign several workers share (plab worker alone "
                              "on its machine); PostgreSQL only, the SQLite runs are skipped")
@@ -257,7 +276,7 @@ def main() -> None:
           f"{args.sampler} sampler, {args.pruner} pruner, torch {torch.__version__}, 1 thread")
     print(f"{'storage':<32} {'optuna empty':>12} {'trials/min':>10} {'train ms':>9} {'machinery ms':>12} "
           f"{'share':>6} | {'sampling':>8} {'pruner':>7} {'leaderb.':>8} {'setup':>6} {'wait':>5} {'journal':>7} "
-          f"{'other':>6} | "
+          f"{'other':>6} {'(GC)':>5} | "
           f"{'CPU: worker':>11} {'sampling proc.':>14} | {'SQL':>5} {'reads':>5}  (ms or statements per trial)")
     for kind, r in results.items():
         if "trials" not in r:
@@ -266,7 +285,7 @@ def main() -> None:
         print(f"{kind:<32} {r['empty_objective_ms']:>12.1f} {r['trials_per_min']:>10.0f} "
               f"{r['train_ms_per_trial']:>9.1f} {r['machinery_ms_per_trial']:>12.1f} {r['machinery_share']:>6.1%} | "
               f"{r['sampling_ms']:>8.1f} {r['pruner_ms']:>7.1f} {r['leaderboard_ms']:>8.1f} {r['setup_ms']:>6.1f} "
-              f"{r['wait_ms']:>5.1f} {r['journal_ms']:>7.1f} {r['other_ms']:>6.1f} | "
+              f"{r['wait_ms']:>5.1f} {r['journal_ms']:>7.1f} {r['other_ms']:>6.1f} {r['gc_ms']:>5.1f} | "
               f"{r['worker_cpu_ms']:>11.1f} {r['sampling_process_cpu_ms']:>14.1f} | "
               f"{r['sql_statements_per_trial']:>5.1f} {r['journal_reads_per_trial']:>5.1f}  {r['statuses']}")
     if args.repeats > 1:  # the median can fall on another level in another run: every level, in repeat order

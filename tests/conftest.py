@@ -52,3 +52,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "postgres":
         return str(request.getfixturevalue("pg_url"))
     return f"sqlite:///{tmp_path / 'test.db'}"
+
+
+FROZE_GC: list[object] = []
+"""The campaign runners that asked to freeze the garbage collector's objects (see the fixture below)."""
+
+
+@pytest.fixture(autouse=True)
+def _no_gc_freeze_in_the_test_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``plab`` commands run in-process here (click's runner) would freeze every object alive in the
+    pytest process (studies/gc_freeze.py), test objects included; record the request instead. Commands
+    run as subprocesses freeze for real."""
+    from principlelab.studies import campaign
+
+    monkeypatch.setattr(campaign, "freeze_long_lived_objects", lambda: FROZE_GC.append(True) or True)

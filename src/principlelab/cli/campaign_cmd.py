@@ -51,7 +51,7 @@ def _worker_entry(name: str, url: str, local_dir: str | None, local_workers: int
     from principlelab.registry import get_registry
 
     CampaignRunner.from_storage(name, url, registry=get_registry(local_dir=local_dir), workers=2,
-                                local_workers=local_workers, sample_ahead=sample_ahead).work()
+                                local_workers=local_workers, sample_ahead=sample_ahead, freeze_gc=True).work()
 
 
 def _poll(runner: CampaignRunner, display: ProgressDisplay, processes: list[Any]) -> None:
@@ -91,7 +91,7 @@ def campaign_run(file: Path, storage: str | None, workers: int, top: int, sample
     display = ProgressDisplay(console)
     registry = get_registry(local_dir=file.parent)
     runner = CampaignRunner(spec, text, url, registry=registry, workers=workers, progress=display,
-                            sample_ahead=sample_ahead)
+                            sample_ahead=sample_ahead, freeze_gc=True)
     console.print(f"campaign {spec.name!r}: {len(spec.tasks)} task(s), levels "
                   f"{' -> '.join(level.name for level in spec.levels)}, storage {runner.db.masked_url}, "
                   f"{runner.space.size_hint()} principle combinations", soft_wrap=True)  # one line in a log
@@ -212,6 +212,6 @@ def worker(name: str, storage: str, principles_dir: Path | None, sample_ahead: b
     check_workers(storage, 2, what="plab worker (joining a campaign other processes run)")
     registry = get_registry(local_dir=principles_dir)
     runner = CampaignRunner.from_storage(name, storage, registry=registry, workers=2, local_workers=1,
-                                         sample_ahead=sample_ahead)
+                                         sample_ahead=sample_ahead, freeze_gc=True)
     outcome = runner.work()
     click.echo(f"worker done: campaign {name!r}; {len(outcome.correlations)} promotion(s) reported here")

@@ -33,6 +33,7 @@ from principlelab.errors import ConfigError, TaskDataError, UnknownNameError
 from principlelab.studies.campaign_file import CampaignSpec, file_hash, parse_campaign
 from principlelab.studies.campaign_promotion import CampaignPromotion
 from principlelab.studies.db import LeaderboardDB
+from principlelab.studies.gc_freeze import freeze_long_lived_objects
 from principlelab.studies.journal_batch import fresh_reads
 from principlelab.studies.objective import INTERRUPTED, MMAC, LevelContext, Objective
 from principlelab.studies.optuna_setup import (
@@ -90,17 +91,20 @@ class CampaignRunner(CampaignPromotion):
 
     def __init__(self, spec: CampaignSpec, text: str, url: str, *, registry: Any = None,
                  workers: int = 1, local_workers: int | None = None, progress: ProgressFn | None = None,
-                 sample_ahead: bool | None = None, coordinator: bool = True) -> None:
+                 sample_ahead: bool | None = None, coordinator: bool = True, freeze_gc: bool = False) -> None:
         """``workers``: more than one when other workers share the studies (TPE's constant liar);
         ``local_workers``: worker processes on this machine, this one included (default ``workers``);
         ``sample_ahead``: sample each first-level trial in a second process while earlier ones train
         (:mod:`~principlelab.studies.sample_ahead`; with Hyperband, successive halving or no pruner);
         None (the default): on Linux when the machine has a free core for each local worker's process;
         ``coordinator``: ``plab campaign run`` (False for workers, which join it): holds the campaign's
-        coordinator lock (:mod:`~principlelab.studies.runner_lock`) until :meth:`close`."""
+        coordinator lock (:mod:`~principlelab.studies.runner_lock`) until :meth:`close`;
+        ``freeze_gc``: a worker process: before its first level, keep the garbage collector off every
+        object alive (:mod:`~principlelab.studies.gc_freeze`)."""
         from principlelab.registry import get_registry
 
         self.spec, self.text, self.url, self.workers = spec, text, url, workers
+        self.freeze_gc = freeze_gc
         local = workers if local_workers is None else local_workers
         self.sample_ahead = can_sample_ahead(local) if sample_ahead is None else sample_ahead
         if self.sample_ahead and not forks_here():
@@ -211,6 +215,8 @@ class CampaignRunner(CampaignPromotion):
         return self.outcome
 
     def run_level(self, ctx: LevelContext, study: optuna.Study) -> None:
+        if self.freeze_gc:
+            freeze_long_lived_objects()
         level = ctx.level
         target = level.trials if ctx.level_index == 0 else None
         deadline = None
