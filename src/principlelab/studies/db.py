@@ -77,17 +77,29 @@ def campaign_row(session: Session, name: str) -> CampaignRow:
     return row
 
 
+_RUN_COLUMNS = (*sorted(RUN_FIELDS), "created_at")
+"""The columns :func:`_run_upsert` writes, each bound by name as ``v_`` + the column's (see :func:`_bound`)."""
+
+
+def _bound(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (a run row's :data:`_RUN_COLUMNS`) as :func:`_run_upsert`'s parameters."""
+    return {f"v_{key}": value for key, value in values.items()}
+
+
 @functools.cache
 def _run_upsert(backend: str) -> Executable | None:
     """``INSERT INTO plab_runs ... ON CONFLICT (trial) DO UPDATE ... RETURNING id`` for ``backend``, built
-    once (building it anew for each run cost more than executing it); None where the dialect has none."""
+    once (building it anew for each run cost more than executing it); None where the dialect has none.
+
+    Its values are bound by name (:func:`_bound`), not by column as a plain ``INSERT``'s are, so that it
+    also works inside a CTE (:func:`_run_upsert_clearing_events`)."""
     dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(backend)
     if dialect is None:
         return None
     runs: Table = RunRow.__table__  # type: ignore[assignment]
-    stmt = dialect.insert(runs)
+    stmt = dialect.insert(runs).values({key: bindparam(f"v_{key}", type_=runs.c[key].type) for key in _RUN_COLUMNS})
     return stmt.on_conflict_do_update(index_elements=[runs.c.optuna_study_name, runs.c.trial_number],
-                                      set_={key: stmt.excluded[key] for key in [*RUN_FIELDS, "created_at"]}
+                                      set_={key: stmt.excluded[key] for key in _RUN_COLUMNS}
                                       ).returning(runs.c.id)
 
 
@@ -96,12 +108,7 @@ def _run_upsert_clearing_events() -> Executable:
     """PostgreSQL: :func:`_run_upsert` and the deletion of the growth events of an earlier record of the
     same trial as one statement (``WITH run AS (INSERT ...), gone AS (DELETE ...) SELECT id FROM run``),
     sent on its own, which is atomic: one round trip instead of four (begin, insert, delete, commit)."""
-    runs: Table = RunRow.__table__  # type: ignore[assignment]
-    keys = [*RUN_FIELDS, "created_at"]  # inside a CTE the values are bound by name: "v_" + the column's
-    stmt = postgresql.insert(runs).values({key: bindparam(f"v_{key}", type_=runs.c[key].type) for key in keys})
-    upserted = stmt.on_conflict_do_update(index_elements=[runs.c.optuna_study_name, runs.c.trial_number],
-                                          set_={key: stmt.excluded[key] for key in keys}
-                                          ).returning(runs.c.id).cte("run")
+    upserted = _run_upsert("postgresql").cte("run")  # type: ignore[union-attr]
     events: Table = GrowthEventRow.__table__  # type: ignore[assignment]
     gone = delete(events).where(events.c.run_id.in_(select(upserted.c.id))).cte("gone")
     return select(upserted.c.id).add_cte(gone)
@@ -237,8 +244,7 @@ class LeaderboardDB(LeaderboardConnection):
 
         if self.backend == "postgresql" and not event_rows:  # the usual run: no growth events to insert
             with self.single_statement() as conn:
-                bound = {f"v_{key}": value for key, value in values.items()}
-                return int(conn.execute(_run_upsert_clearing_events(), bound).scalar_one())
+                return int(conn.execute(_run_upsert_clearing_events(), _bound(values)).scalar_one())
 
         def work(conn: Connection) -> int:
             run_id = self._upsert_run(conn, values)
@@ -258,7 +264,7 @@ class LeaderboardDB(LeaderboardConnection):
         runs: Table = RunRow.__table__  # type: ignore[assignment]
         upsert = _run_upsert(self.backend)
         if upsert is not None:
-            return int(conn.execute(upsert, values).scalar_one())
+            return int(conn.execute(upsert, _bound(values)).scalar_one())
         run_id = conn.scalar(select(runs.c.id).where(runs.c.optuna_study_name == values["optuna_study_name"],
                                                      runs.c.trial_number == values["trial_number"]))
         if run_id is None:

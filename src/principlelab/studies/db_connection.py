@@ -128,19 +128,21 @@ class LeaderboardConnection:
     def transaction(self) -> Iterator[Connection]:
         """A write transaction on a Core connection: :meth:`session` without the ORM's session, which
         costs more than the statements of a write on every trial's path (its run row)."""
-        try:
-            with self._write_engine.begin() as conn:  # committed on success, rolled back on any error
-                yield conn
-        except SQLAlchemyError as exc:
-            raise StorageError(describe_db_error(exc, self.url, self.sqlite_file)) from exc
+        with self._storage_errors(), self._write_engine.begin() as conn:  # committed, or rolled back on error
+            yield conn
 
     @contextmanager
     def single_statement(self) -> Iterator[Connection]:
         """A connection without a transaction of its own (autocommit): for one statement, which the
         database makes atomic by itself, without the round trips of ``BEGIN`` and ``COMMIT``."""
+        with self._storage_errors(), self._write_engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextmanager
+    def _storage_errors(self) -> Iterator[None]:
+        """Database errors in the block become a one-line :class:`StorageError`."""
         try:
-            with self._write_engine.connect() as conn:
-                yield conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield
         except SQLAlchemyError as exc:
             raise StorageError(describe_db_error(exc, self.url, self.sqlite_file)) from exc
 
